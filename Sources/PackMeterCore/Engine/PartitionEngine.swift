@@ -1,0 +1,427 @@
+/// A billable-call event, decoded and with its account interned: what the engine applies.
+@frozen
+public struct CallEvent: Sendable {
+    public var account: AccountID
+    public var pack: PackIndex
+    /// Epoch milliseconds; must lie within `BillingCalendar.supportedRange`.
+    public var ts: Int64
+    public var count: UInt32
+    /// Succeeded, or failed with a billable error code (RULES.md §3).
+    public var billable: Bool
+    public var id: Fingerprint128
+
+    @inlinable
+    public init(account: AccountID, pack: PackIndex, ts: Int64, count: UInt32, billable: Bool, id: Fingerprint128) {
+        self.account = account
+        self.pack = pack
+        self.ts = ts
+        self.count = count
+        self.billable = billable
+        self.id = id
+    }
+}
+
+/// How one call was settled: where its `count` calls came from (RULES.md §4).
+/// `free + prepaid + overage == count` for an applied call.
+@frozen
+public struct Deduction: Sendable, Equatable {
+    public enum Status: UInt8, Sendable {
+        /// Billable and settled.
+        case applied
+        /// A failed call with a non-billable code: remembered, costs nothing.
+        case nonBillable
+        /// The id was already remembered: costs nothing, produces nothing (check 5).
+        case duplicate
+        /// Its billing month is closed on this partition (check 4).
+        case tooLate
+    }
+
+    public var status: Status
+    public var month: BillingMonth
+    public var free: UInt32
+    public var prepaid: UInt32
+    public var overage: UInt32
+}
+
+/// What happened to an account event (purchase, refund, suspend, resume).
+public enum AccountEventOutcome: Equatable, Sendable {
+    case applied
+    case duplicate
+    /// A refund that RULES.md §6 does not allow; the detail says why.
+    case refundRejected(String)
+}
+
+/// The billing state of one input partition, and the rules that change it.
+///
+/// One engine per partition, owned by one writer: the state is a pure function of the
+/// partition's log (CONTRACT.md, deterministic). Account events take effect at their
+/// position in the log (RULES.md §8); calls are bucketed by their own `ts` in the billing
+/// time zone (§5). Per account the engine keeps balance slots per (pack, month) for open
+/// months, prepaid packs in deduction order, and a suspended flag; per partition, the
+/// watermark (newest applied `ts`), the first open month and the dedupe window.
+///
+/// Applying a call allocates nothing once its (account, pack, month) slot exists.
+public final class PartitionEngine {
+    public let catalog: Catalog
+    public let calendar: BillingCalendar
+    public let allowedLatenessMs: Int64
+
+    let accounts: AccountDirectory
+    /// Per account: first balance slot, first prepaid pack, flags.
+    let balanceHead = FlatBuffer<UInt32>(capacity: 1024)
+    let prepaidHead = FlatBuffer<UInt32>(capacity: 1024)
+    let accountFlags = FlatBuffer<UInt8>(capacity: 1024)
+    static let suspendedFlag: UInt8 = 1
+
+    let balances = FlatBuffer<BalanceSlot>(capacity: 1024)
+    var balanceFreeList = noSlot
+    public private(set) var liveBalanceCount = 0
+
+    let prepaid = FlatBuffer<PrepaidSlot>(capacity: 16)
+    var prepaidIDs: [[UInt8]] = []
+    var prepaidFreeList = noSlot
+    var expiryHeap = ExpiryHeap()
+    public private(set) var livePrepaidCount = 0
+
+    let dedupe: DedupeWindow
+
+    /// The newest `ts` of the events applied on this partition (CONTRACT.md, watermark).
+    public private(set) var watermark: Int64 = .min
+    /// Months before this one are closed.
+    public private(set) var firstOpenMonth: BillingMonth
+    private var nextCloseAt: Int64
+
+    private var cachedMonthStart: Int64 = 1
+    private var cachedMonthEnd: Int64 = 0
+    private var cachedMonth = BillingMonth(rawValue: 0)
+
+    /// The default dedupe generation capacity (ids); see `DedupeWindow`.
+    public static let dedupeCapacityDefault = 500_000
+
+    public init(catalog: Catalog, calendar: BillingCalendar, allowedLatenessMs: Int64 = 72 * 3_600_000,
+                dedupeCapacity: Int = PartitionEngine.dedupeCapacityDefault, expectedAccounts: Int = 1024) {
+        self.catalog = catalog
+        self.calendar = calendar
+        self.allowedLatenessMs = allowedLatenessMs
+        accounts = AccountDirectory(expectedAccounts: expectedAccounts)
+        dedupe = DedupeWindow(generationCapacity: dedupeCapacity)
+        firstOpenMonth = calendar.firstMonth
+        nextCloseAt = calendar.start(of: calendar.firstMonth.next) &+ allowedLatenessMs
+    }
+
+    // MARK: - Accounts
+
+    /// The account's number in this engine, adding it if new.
+    @inline(__always)
+    public func intern(account bytes: UnsafeRawBufferPointer) -> AccountID {
+        let id = accounts.intern(bytes)
+        if id.index == balanceHead.count {
+            balanceHead.append(noSlot)
+            prepaidHead.append(noSlot)
+            accountFlags.append(0)
+        }
+        return id
+    }
+
+    public func intern(account: String) -> AccountID {
+        var account = account
+        return account.withUTF8 { intern(account: UnsafeRawBufferPointer($0)) }
+    }
+
+    public func account(named name: String) -> AccountID? { accounts.find(name) }
+    public func name(of account: AccountID) -> String { accounts.name(of: account) }
+    public var accountCount: Int { accounts.count }
+
+    func accountBytes(_ account: AccountID) -> UnsafeRawBufferPointer { accounts.bytes(of: account) }
+
+    public func isSuspended(_ account: AccountID) -> Bool {
+        accountFlags[account.index] & Self.suspendedFlag != 0
+    }
+
+    // MARK: - Months
+
+    @inline(__always)
+    func month(of ts: Int64) -> BillingMonth {
+        if ts >= cachedMonthStart && ts < cachedMonthEnd { return cachedMonth }
+        guard let month = calendar.month(containing: ts) else {
+            preconditionFailure("ts \(ts) is outside the billing calendar; the decoder rejects such events")
+        }
+        cachedMonth = month
+        cachedMonthStart = calendar.start(of: month)
+        cachedMonthEnd = calendar.start(of: month.next)
+        return month
+    }
+
+    @inline(__always)
+    func monthTag(_ month: BillingMonth) -> UInt16 {
+        UInt16(truncatingIfNeeded: month.rawValue - calendar.firstMonth.rawValue + 1)
+    }
+
+    /// Whether a call of `month` would be `too_late` now.
+    public func isClosed(_ month: BillingMonth) -> Bool { month < firstOpenMonth }
+
+    /// The instant at which `month` closes on this partition: its end plus the allowed lateness.
+    public func closingInstant(of month: BillingMonth) -> Int64 {
+        calendar.start(of: month.next) &+ allowedLatenessMs
+    }
+
+    /// RULES.md §8: the watermark only moves forward; passing a month's end plus the allowed
+    /// lateness closes the month (its balances and remembered ids are dropped), and passing
+    /// a prepaid pack's `expires` drops the pack.
+    @inline(__always)
+    private func advanceWatermark(to ts: Int64) {
+        guard ts > watermark else { return }
+        watermark = ts
+        if ts >= nextCloseAt { closeMonths() }
+        if ts >= expiryHeap.minimum { dropExpiredPacks() }
+    }
+
+    private func closeMonths() {
+        guard let open = calendar.month(containing: watermark &- allowedLatenessMs) else { return }
+        if open > firstOpenMonth {
+            firstOpenMonth = open
+            dropBalances(before: open)
+            dedupe.purgeMonths(before: monthTag(open))
+        }
+        nextCloseAt = closingInstant(of: firstOpenMonth)
+    }
+
+    private func dropBalances(before open: BillingMonth) {
+        for a in 0..<balanceHead.count {
+            var link = balanceHead.pointer(a)
+            while link.pointee != noSlot {
+                let s = Int(link.pointee)
+                if balances[s].month < open.rawValue {
+                    link.pointee = balances[s].next
+                    balances[s].next = balanceFreeList
+                    balanceFreeList = UInt32(s)
+                    liveBalanceCount -= 1
+                } else {
+                    link = balanceLink(s)
+                }
+            }
+        }
+    }
+
+    /// The address of slot `s`'s `next` field, to unlink from a chain in one pass.
+    @inline(__always)
+    private func balanceLink(_ s: Int) -> UnsafeMutablePointer<UInt32> {
+        (UnsafeMutableRawPointer(balances.pointer(s)) + BalanceSlot.nextOffset).assumingMemoryBound(to: UInt32.self)
+    }
+
+    @inline(__always)
+    private func prepaidLink(_ s: Int) -> UnsafeMutablePointer<UInt32> {
+        (UnsafeMutableRawPointer(prepaid.pointer(s)) + PrepaidSlot.nextOffset).assumingMemoryBound(to: UInt32.self)
+    }
+
+    private func dropExpiredPacks() {
+        while !expiryHeap.isEmpty && expiryHeap.minimum <= watermark {
+            let (expires, slot) = expiryHeap.pop()
+            let pack = prepaid[Int(slot)]
+            guard pack.live, pack.expires == expires else { continue }
+            unlinkPrepaid(slot)
+        }
+    }
+
+    // MARK: - Calls (RULES.md §3–§5, §7)
+
+    /// Applies one call event: checks 4 (month closed) and 5 (duplicate), then settles its
+    /// billable calls from the free grant, prepaid packs in force, and overage, in that order.
+    @inline(__always)
+    public func apply(_ call: CallEvent) -> Deduction {
+        let month = month(of: call.ts)
+        guard month >= firstOpenMonth else {
+            return Deduction(status: .tooLate, month: month, free: 0, prepaid: 0, overage: 0)
+        }
+        guard dedupe.insert(call.id, monthTag: monthTag(month), openMonthTag: monthTag(firstOpenMonth)) else {
+            return Deduction(status: .duplicate, month: month, free: 0, prepaid: 0, overage: 0)
+        }
+        guard call.billable else {
+            advanceWatermark(to: call.ts)
+            return Deduction(status: .nonBillable, month: month, free: 0, prepaid: 0, overage: 0)
+        }
+        let a = call.account.index
+        let slotIndex = balanceSlot(account: a, pack: call.pack.rawValue, month: month.rawValue)
+        let slot = balances.pointer(slotIndex)
+        var rest = call.count
+        var free: UInt32 = 0
+        if accountFlags[a] & Self.suspendedFlag == 0 {
+            let grant = catalog.grantByPack[Int(call.pack.rawValue)]
+            let available = grant &- slot.pointee.freeUsed
+            free = min(rest, available)
+            slot.pointee.freeUsed &+= free
+            rest &-= free
+        }
+        var fromPrepaid: UInt32 = 0
+        if rest > 0 && prepaidHead[a] != noSlot {
+            fromPrepaid = drawPrepaid(account: a, pack: call.pack.rawValue, ts: call.ts, wanted: rest)
+            slot.pointee.prepaidUsed &+= UInt64(fromPrepaid)
+            rest &-= fromPrepaid
+        }
+        slot.pointee.overage &+= UInt64(rest)
+        advanceWatermark(to: call.ts)
+        return Deduction(status: .applied, month: month, free: free, prepaid: fromPrepaid, overage: rest)
+    }
+
+    /// The balance slot of (account, pack, month), created if absent; moved to the front of
+    /// the account's chain so that an account's busiest pack is found first.
+    @inline(__always)
+    private func balanceSlot(account a: Int, pack: UInt16, month: Int32) -> Int {
+        let head = balanceHead[a]
+        var s = head
+        var previous = noSlot
+        while s != noSlot {
+            let slot = balances.pointer(Int(s))
+            if slot.pointee.pack == pack && slot.pointee.month == month {
+                if previous != noSlot {
+                    balances[Int(previous)].next = slot.pointee.next
+                    slot.pointee.next = head
+                    balanceHead[a] = s
+                }
+                return Int(s)
+            }
+            previous = s
+            s = slot.pointee.next
+        }
+        let fresh = BalanceSlot(month: month, pack: pack, next: head, freeUsed: 0, prepaidUsed: 0, overage: 0)
+        let index: UInt32
+        if balanceFreeList != noSlot {
+            index = balanceFreeList
+            balanceFreeList = balances[Int(index)].next
+            balances[Int(index)] = fresh
+        } else {
+            index = UInt32(balances.count)
+            balances.append(fresh)
+        }
+        balanceHead[a] = index
+        liveBalanceCount += 1
+        return Int(index)
+    }
+
+    /// Takes up to `wanted` calls from the account's packs of `pack` in force at `ts`,
+    /// oldest effective first (RULES.md §6).
+    private func drawPrepaid(account a: Int, pack: UInt16, ts: Int64, wanted: UInt32) -> UInt32 {
+        var taken: UInt32 = 0
+        var s = prepaidHead[a]
+        while s != noSlot && taken < wanted {
+            let p = prepaid.pointer(Int(s))
+            if p.pointee.pack == pack && p.pointee.remaining > 0 && p.pointee.effective <= ts && ts < p.pointee.expires {
+                let take = min(p.pointee.remaining, wanted - taken)
+                p.pointee.remaining -= take
+                taken += take
+            }
+            s = p.pointee.next
+        }
+        return taken
+    }
+
+    // MARK: - Account events (RULES.md §6–§8)
+
+    /// The dedupe month of an account event: its own month, or the first open one if that is
+    /// closed, so that its id is remembered at least as long as a current call's.
+    private func accountEventTag(_ ts: Int64) -> UInt16 {
+        monthTag(max(month(of: ts), firstOpenMonth))
+    }
+
+    /// A purchase adds a prepaid pack of `quantity` calls, in force from `effective` until
+    /// `expires`. A purchase id already remembered, or equal to a pack the account still
+    /// holds, is a duplicate: calls are never added twice.
+    public func applyPurchase(account: AccountID, id: UnsafeRawBufferPointer, fingerprint: Fingerprint128,
+                              pack: PackIndex, quantity: UInt32, ts: Int64, effective: Int64, expires: Int64) -> AccountEventOutcome {
+        if dedupe.contains(fingerprint) || findPrepaid(account: account, id: id) != nil { return .duplicate }
+        _ = dedupe.insert(fingerprint, monthTag: accountEventTag(ts), openMonthTag: monthTag(firstOpenMonth))
+        let slot = PrepaidSlot(effective: effective, expires: expires, purchasedAt: ts, account: account.rawValue,
+                               next: noSlot, quantity: quantity, remaining: quantity, pack: pack.rawValue, live: true)
+        let index: UInt32
+        if prepaidFreeList != noSlot {
+            index = prepaidFreeList
+            prepaidFreeList = prepaid[Int(index)].next
+            prepaid[Int(index)] = slot
+            prepaidIDs[Int(index)] = Array(id)
+        } else {
+            index = UInt32(prepaid.count)
+            prepaid.append(slot)
+            prepaidIDs.append(Array(id))
+        }
+        // Insert after every pack that took effect at or before this one.
+        var link = prepaidHead.pointer(account.index)
+        while link.pointee != noSlot && prepaid[Int(link.pointee)].effective <= effective {
+            link = prepaidLink(Int(link.pointee))
+        }
+        prepaid[Int(index)].next = link.pointee
+        link.pointee = index
+        livePrepaidCount += 1
+        expiryHeap.push(expires, index)
+        advanceWatermark(to: ts)
+        if watermark >= expiryHeap.minimum { dropExpiredPacks() }
+        return .applied
+    }
+
+    public static let refundWindowMs: Int64 = 7 * 86_400_000
+
+    /// A refund removes a pack only if none of it was used and it comes within 7 days of
+    /// the purchase's `ts` (RULES.md §6). A rejected refund is not remembered.
+    public func applyRefund(account: AccountID, fingerprint: Fingerprint128, purchase: UnsafeRawBufferPointer, ts: Int64) -> AccountEventOutcome {
+        if dedupe.contains(fingerprint) { return .duplicate }
+        let purchaseName = String(decoding: purchase, as: UTF8.self)
+        guard let slot = findPrepaid(account: account, id: purchase) else {
+            return .refundRejected("purchase '\(purchaseName)' is not a pack held by account '\(name(of: account))' (never bought, already refunded, or expired)")
+        }
+        let pack = prepaid[Int(slot)]
+        guard pack.remaining == pack.quantity else {
+            return .refundRejected("purchase '\(purchaseName)' has been used (\(pack.quantity - pack.remaining) of \(pack.quantity) calls); only an unused pack can be refunded")
+        }
+        guard ts - pack.purchasedAt <= Self.refundWindowMs else {
+            let elapsed = ts - pack.purchasedAt
+            return .refundRejected("refund at \(calendar.formatTimestamp(ts)) comes \(DurationText.format(milliseconds: elapsed)) after purchase '\(purchaseName)' at \(calendar.formatTimestamp(pack.purchasedAt)); refunds are allowed within 7d")
+        }
+        _ = dedupe.insert(fingerprint, monthTag: accountEventTag(ts), openMonthTag: monthTag(firstOpenMonth))
+        unlinkPrepaid(slot)
+        advanceWatermark(to: ts)
+        return .applied
+    }
+
+    /// RULES.md §7: a suspended account gets no free grant until resumed.
+    public func applySuspension(account: AccountID, fingerprint: Fingerprint128, ts: Int64, suspended: Bool) -> AccountEventOutcome {
+        if dedupe.contains(fingerprint) { return .duplicate }
+        _ = dedupe.insert(fingerprint, monthTag: accountEventTag(ts), openMonthTag: monthTag(firstOpenMonth))
+        if suspended {
+            accountFlags[account.index] |= Self.suspendedFlag
+        } else {
+            accountFlags[account.index] &= ~Self.suspendedFlag
+        }
+        advanceWatermark(to: ts)
+        return .applied
+    }
+
+    private func findPrepaid(account: AccountID, id: UnsafeRawBufferPointer) -> UInt32? {
+        var s = prepaidHead[account.index]
+        while s != noSlot {
+            let stored = prepaidIDs[Int(s)]
+            if stored.count == id.count && stored.withUnsafeBytes({ $0.elementsEqual(id) }) { return s }
+            s = prepaid[Int(s)].next
+        }
+        return nil
+    }
+
+    private func unlinkPrepaid(_ slot: UInt32) {
+        let a = Int(prepaid[Int(slot)].account)
+        var link = prepaidHead.pointer(a)
+        while link.pointee != slot {
+            link = prepaidLink(Int(link.pointee))
+        }
+        link.pointee = prepaid[Int(slot)].next
+        prepaid[Int(slot)].live = false
+        prepaid[Int(slot)].next = prepaidFreeList
+        prepaidIDs[Int(slot)] = []
+        prepaidFreeList = slot
+        livePrepaidCount -= 1
+    }
+
+    // MARK: - Dedupe statistics
+
+    /// Ids currently remembered.
+    public var rememberedIDs: Int { dedupe.count }
+    /// Ids forgotten because the window was full, and among them those whose month was open.
+    public var dedupeEvictions: (all: UInt64, openMonth: UInt64) { (dedupe.evictedIDs, dedupe.evictedOpenMonthIDs) }
+}

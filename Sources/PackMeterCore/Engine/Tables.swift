@@ -1,0 +1,77 @@
+/// "No slot" in the engine's linked lists.
+let noSlot = UInt32.max
+
+/// One account's use of one pack in one billing month (RULES.md §4–§5): 32 bytes.
+/// Slots of an account are chained through `next`, most recently used first.
+struct BalanceSlot: BitwiseCopyable {
+    var month: Int32
+    var pack: UInt16
+    var reserved: UInt16 = 0
+    var next: UInt32
+    /// Calls taken from this month's free grant.
+    var freeUsed: UInt32
+    /// Calls taken from prepaid packs by calls of this month.
+    var prepaidUsed: UInt64
+    /// Calls billed as overage in this month.
+    var overage: UInt64
+
+    static let nextOffset = MemoryLayout<BalanceSlot>.offset(of: \BalanceSlot.next)!
+}
+
+/// A prepaid pack bought by an account (RULES.md §6): 48 bytes. An account's packs are
+/// chained through `next` in deduction order: effective first, ties in order received.
+struct PrepaidSlot: BitwiseCopyable {
+    var effective: Int64
+    var expires: Int64
+    /// The purchase's own `ts`: refunds are counted from it.
+    var purchasedAt: Int64
+    var account: UInt32
+    var next: UInt32
+    var quantity: UInt32
+    var remaining: UInt32
+    var pack: UInt16
+    var live: Bool
+
+    static let nextOffset = MemoryLayout<PrepaidSlot>.offset(of: \PrepaidSlot.next)!
+}
+
+/// A min-heap of (instant, slot): prepaid packs by expiry.
+struct ExpiryHeap {
+    private(set) var items: [(expires: Int64, slot: UInt32)] = []
+
+    var minimum: Int64 { items.first?.expires ?? .max }
+    var isEmpty: Bool { items.isEmpty }
+
+    mutating func push(_ expires: Int64, _ slot: UInt32) {
+        items.append((expires, slot))
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard items[parent].expires > items[i].expires else { break }
+            items.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> (expires: Int64, slot: UInt32) {
+        let top = items[0]
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1
+                let r = l + 1
+                var m = i
+                if l < items.count && items[l].expires < items[m].expires { m = l }
+                if r < items.count && items[r].expires < items[m].expires { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
+    }
+
+    mutating func removeAll() { items.removeAll() }
+}

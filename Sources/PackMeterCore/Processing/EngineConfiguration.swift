@@ -1,0 +1,30 @@
+/// Everything that decides how a log is billed, shared by every partition: a checkpoint is
+/// only valid under the same configuration (catalog fingerprint, time zone, lateness).
+public struct EngineConfiguration: Sendable {
+    public var catalog: Catalog
+    public var calendar: BillingCalendar
+    public var allowedLatenessMs: Int64
+    public var dedupeCapacity: Int
+    public var maxFutureSkewMs: Int64
+
+    public static let allowedLatenessDefaultMs: Int64 = 72 * 3_600_000
+    public static let maxFutureSkewDefaultMs: Int64 = 10 * 60_000
+
+    public init(catalog: Catalog, calendar: BillingCalendar,
+                allowedLatenessMs: Int64 = EngineConfiguration.allowedLatenessDefaultMs,
+                dedupeCapacity: Int = PartitionEngine.dedupeCapacityDefault,
+                maxFutureSkewMs: Int64 = EngineConfiguration.maxFutureSkewDefaultMs) {
+        self.catalog = catalog
+        self.calendar = calendar
+        self.allowedLatenessMs = allowedLatenessMs
+        self.dedupeCapacity = dedupeCapacity
+        self.maxFutureSkewMs = maxFutureSkewMs
+    }
+
+    /// A fresh engine and processor for one input partition.
+    public func makeProcessor(topic: String, partition: Int32) -> PartitionProcessor {
+        let engine = PartitionEngine(catalog: catalog, calendar: calendar, allowedLatenessMs: allowedLatenessMs,
+                                     dedupeCapacity: dedupeCapacity)
+        return PartitionProcessor(engine: engine, topic: topic, partition: partition, maxFutureSkewMs: maxFutureSkewMs)
+    }
+}

@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import PackMeterCore
+import PackMeterRuntime
+
+@main
+struct PackMeter: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "packmeter",
+        abstract: "Meters API usage against free grants, prepaid packs and overage.",
+        discussion: """
+            packmeter applies the billing rules of ../shared/RULES.md (a monthly free grant per \
+            account and pack, shared packs, prepaid packs, suspension, month close) to a log of \
+            usage events, and emits an overage record for every call neither the free grant nor \
+            a prepaid pack covers.
+
+            Every flag can also be set with an environment variable PACKMETER_<FLAG>, e.g. \
+            PACKMETER_TIME_ZONE=UTC for --time-zone; a flag on the command line wins.
+
+            Exit status: 0 done, 2 bad usage or configuration (one line on stderr says why), \
+            1 a fatal runtime error.
+            """,
+        subcommands: [RateCommand.self]
+    )
+
+    static func main() async {
+        let arguments = EnvironmentFlags.apply(to: Array(CommandLine.arguments.dropFirst()),
+                                               environment: ProcessInfo.processInfo.environment)
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withFailure: error)
+        }
+    }
+
+    /// Exit 2 with one line for usage and configuration errors, 1 for runtime errors.
+    static func exit(withFailure error: Error) -> Never {
+        switch error {
+        case let failure as ConfigurationError:
+            printError("packmeter: \(failure.message)")
+            Foundation.exit(2)
+        case let failure as CatalogError:
+            printError("packmeter: invalid catalog: \(failure.message)")
+            Foundation.exit(2)
+        case let failure as RuntimeFailure:
+            printError("packmeter: \(failure.message)")
+            Foundation.exit(1)
+        case let failure as IOError:
+            printError("packmeter: \(failure)")
+            Foundation.exit(1)
+        default:
+            let code = exitCode(for: error)
+            if code == .success {
+                // --help, --version: the full text is the answer.
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            if error is ExitCode { Foundation.exit(code.rawValue) }
+            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid usage"
+            printError("packmeter: \(message) (see 'packmeter help')")
+            Foundation.exit(2)
+        }
+    }
+}
+
+/// Bad usage or configuration: exit status 2 with this one line.
+struct ConfigurationError: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
+/// A fatal error at run time: exit status 1 with this one line.
+struct RuntimeFailure: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
