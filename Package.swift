@@ -12,10 +12,18 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
+        // Prefetch hints and huge-page table allocation for the engine's hot tables.
+        .target(name: "CPackMeterSupport"),
         // The rules: catalog, decoding, billing months, balances. No I/O, no Kafka.
         .target(
             name: "PackMeterCore",
-            resources: [.copy("Resources/catalog.json")]
+            dependencies: ["CPackMeterSupport"],
+            resources: [.copy("Resources/catalog.json")],
+            swiftSettings: [
+                // The engine's state has one owner (a shard); dynamic exclusivity checks on
+                // its tables cost more than the rules themselves.
+                .unsafeFlags(["-enforce-exclusivity=unchecked"]),
+            ]
         ),
         // Files, clocks and jobs around the core: `rate`'s reader and writers.
         .target(

@@ -95,27 +95,29 @@ public struct AccountBalances: Equatable, Sendable {
 extension PartitionEngine {
     /// The balances of `account`; with `month`, only that month's use.
     public func balances(of account: AccountID, month: BillingMonth? = nil) -> AccountBalances {
-        var byMonth: [Int32: [AccountBalances.PackMonth]] = [:]
-        var packOrder: [Int32: [UInt16]] = [:]
-        var s = balanceHead[account.index]
-        while s != noSlot {
-            let slot = balances[Int(s)]
-            if month == nil || month!.rawValue == slot.month {
-                let pack = catalog.packs[Int(slot.pack)]
-                byMonth[slot.month, default: []].append(AccountBalances.PackMonth(
-                    pack: pack.id, freeGranted: UInt64(pack.freeCallsPerMonth), freeUsed: UInt64(slot.freeUsed),
-                    prepaidUsed: slot.prepaidUsed, overage: slot.overage))
-                packOrder[slot.month, default: []].append(slot.pack)
+        var months: [AccountBalances.Month] = []
+        if watermark != .min {
+            let newest = self.month(of: watermark)
+            var m = firstOpenMonth
+            while m <= newest {
+                if month == nil || month == m {
+                    var packs: [AccountBalances.PackMonth] = []
+                    for (p, pack) in catalog.packs.enumerated() {
+                        let key = BalanceTable.key(account: account.rawValue, pack: UInt16(p), monthTag: monthTag(m))
+                        if let slot = balances.find(key) {
+                            packs.append(AccountBalances.PackMonth(
+                                pack: pack.id, freeGranted: UInt64(pack.freeCallsPerMonth), freeUsed: UInt64(slot.freeUsed),
+                                prepaidUsed: slot.prepaidUsed, overage: slot.overage))
+                        }
+                    }
+                    if !packs.isEmpty { months.append(AccountBalances.Month(month: m, packs: packs)) }
+                }
+                m = m.next
             }
-            s = slot.next
-        }
-        let months = byMonth.keys.sorted().map { raw in
-            let packs = zip(packOrder[raw]!, byMonth[raw]!).sorted { $0.0 < $1.0 }.map(\.1)
-            return AccountBalances.Month(month: BillingMonth(rawValue: raw), packs: packs)
         }
         var packs: [AccountBalances.Prepaid] = []
-        var p = prepaidHead[account.index]
-        while p != noSlot {
+        var p = firstPack(account.index)
+        while p != Self.noPack {
             let slot = prepaid[Int(p)]
             packs.append(AccountBalances.Prepaid(
                 id: String(decoding: prepaidIDs[Int(p)], as: UTF8.self), pack: catalog.packs[Int(slot.pack)].id,
@@ -133,15 +135,11 @@ extension PartitionEngine {
     /// Accounts with any state (a balance in an open month, a prepaid pack, or a suspension),
     /// ordered by their id's bytes.
     public func accountsWithState() -> [AccountID] {
+        var hasState = [Bool](repeating: false, count: accountCount)
+        balances.forEach { hasState[Int($0.account)] = true }
+        for a in 0..<accountCount where accountState[a] != Self.noPack { hasState[a] = true }
         var ids: [AccountID] = []
-        for a in 0..<accountCount
-        where balanceHead[a] != noSlot || prepaidHead[a] != noSlot || accountFlags[a] != 0 {
-            ids.append(AccountID(UInt32(a)))
-        }
-        return ids.sorted { x, y in
-            let bx = accountBytes(x)
-            let by = accountBytes(y)
-            return bx.lexicographicallyPrecedes(by)
-        }
+        for a in 0..<accountCount where hasState[a] { ids.append(AccountID(UInt32(a))) }
+        return ids.sorted { x, y in accountBytes(x).lexicographicallyPrecedes(accountBytes(y)) }
     }
 }

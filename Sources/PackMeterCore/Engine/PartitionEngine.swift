@@ -1,3 +1,5 @@
+import CPackMeterSupport
+
 /// A billable-call event, decoded and with its account interned: what the engine applies.
 @frozen
 public struct CallEvent: Sendable {
@@ -67,19 +69,16 @@ public final class PartitionEngine {
     public let allowedLatenessMs: Int64
 
     let accounts: AccountDirectory
-    /// Per account: first balance slot, first prepaid pack, flags.
-    let balanceHead = FlatBuffer<UInt32>(capacity: 1024)
-    let prepaidHead = FlatBuffer<UInt32>(capacity: 1024)
-    let accountFlags = FlatBuffer<UInt8>(capacity: 1024)
-    static let suspendedFlag: UInt8 = 1
+    /// Per account: bit 31 = suspended, bits 0–30 = first prepaid pack (`noPack` if none).
+    let accountState = FlatBuffer<UInt32>(capacity: 1024)
+    static let suspendedBit: UInt32 = 1 << 31
+    static let noPack: UInt32 = 0x7FFF_FFFF
 
-    let balances = FlatBuffer<BalanceSlot>(capacity: 1024)
-    var balanceFreeList = noSlot
-    public private(set) var liveBalanceCount = 0
+    let balances: BalanceTable
 
     let prepaid = FlatBuffer<PrepaidSlot>(capacity: 16)
     var prepaidIDs: [[UInt8]] = []
-    var prepaidFreeList = noSlot
+    var prepaidFreeList = PartitionEngine.noPack
     var expiryHeap = ExpiryHeap()
     public private(set) var livePrepaidCount = 0
 
@@ -94,6 +93,7 @@ public final class PartitionEngine {
     private var cachedMonthStart: Int64 = 1
     private var cachedMonthEnd: Int64 = 0
     private var cachedMonth = BillingMonth(rawValue: 0)
+    private var cachedMonthTag: UInt16 = 0
 
     /// The default dedupe generation capacity (ids); see `DedupeWindow`.
     public static let dedupeCapacityDefault = 500_000
@@ -104,6 +104,7 @@ public final class PartitionEngine {
         self.calendar = calendar
         self.allowedLatenessMs = allowedLatenessMs
         accounts = AccountDirectory(expectedAccounts: expectedAccounts)
+        balances = BalanceTable(initialSize: max(1024, expectedAccounts * 2))
         dedupe = DedupeWindow(generationCapacity: dedupeCapacity)
         firstOpenMonth = calendar.firstMonth
         nextCloseAt = calendar.start(of: calendar.firstMonth.next) &+ allowedLatenessMs
@@ -115,11 +116,7 @@ public final class PartitionEngine {
     @inline(__always)
     public func intern(account bytes: UnsafeRawBufferPointer) -> AccountID {
         let id = accounts.intern(bytes)
-        if id.index == balanceHead.count {
-            balanceHead.append(noSlot)
-            prepaidHead.append(noSlot)
-            accountFlags.append(0)
-        }
+        if id.index == accountState.count { accountState.append(Self.noPack) }
         return id
     }
 
@@ -135,7 +132,15 @@ public final class PartitionEngine {
     func accountBytes(_ account: AccountID) -> UnsafeRawBufferPointer { accounts.bytes(of: account) }
 
     public func isSuspended(_ account: AccountID) -> Bool {
-        accountFlags[account.index] & Self.suspendedFlag != 0
+        accountState[account.index] & Self.suspendedBit != 0
+    }
+
+    @inline(__always)
+    func firstPack(_ a: Int) -> UInt32 { accountState[a] & Self.noPack }
+
+    @inline(__always)
+    func setFirstPack(_ a: Int, _ slot: UInt32) {
+        accountState[a] = (accountState[a] & Self.suspendedBit) | slot
     }
 
     // MARK: - Months
@@ -149,12 +154,17 @@ public final class PartitionEngine {
         cachedMonth = month
         cachedMonthStart = calendar.start(of: month)
         cachedMonthEnd = calendar.start(of: month.next)
+        cachedMonthTag = monthTag(month)
         return month
     }
 
     @inline(__always)
     func monthTag(_ month: BillingMonth) -> UInt16 {
         UInt16(truncatingIfNeeded: month.rawValue - calendar.firstMonth.rawValue + 1)
+    }
+
+    func month(ofTag tag: UInt16) -> BillingMonth {
+        BillingMonth(rawValue: calendar.firstMonth.rawValue + Int32(tag) - 1)
     }
 
     /// Whether a call of `month` would be `too_late` now.
@@ -180,35 +190,14 @@ public final class PartitionEngine {
         guard let open = calendar.month(containing: watermark &- allowedLatenessMs) else { return }
         if open > firstOpenMonth {
             firstOpenMonth = open
-            dropBalances(before: open)
-            dedupe.purgeMonths(before: monthTag(open))
+            let openTag = monthTag(open)
+            balances.removeAll { $0.monthTag < openTag }
+            dedupe.purgeMonths(before: openTag)
         }
         nextCloseAt = closingInstant(of: firstOpenMonth)
     }
 
-    private func dropBalances(before open: BillingMonth) {
-        for a in 0..<balanceHead.count {
-            var link = balanceHead.pointer(a)
-            while link.pointee != noSlot {
-                let s = Int(link.pointee)
-                if balances[s].month < open.rawValue {
-                    link.pointee = balances[s].next
-                    balances[s].next = balanceFreeList
-                    balanceFreeList = UInt32(s)
-                    liveBalanceCount -= 1
-                } else {
-                    link = balanceLink(s)
-                }
-            }
-        }
-    }
-
-    /// The address of slot `s`'s `next` field, to unlink from a chain in one pass.
-    @inline(__always)
-    private func balanceLink(_ s: Int) -> UnsafeMutablePointer<UInt32> {
-        (UnsafeMutableRawPointer(balances.pointer(s)) + BalanceSlot.nextOffset).assumingMemoryBound(to: UInt32.self)
-    }
-
+    /// The address of pack `s`'s `next` field, to unlink from a chain in one pass.
     @inline(__always)
     private func prepaidLink(_ s: Int) -> UnsafeMutablePointer<UInt32> {
         (UnsafeMutableRawPointer(prepaid.pointer(s)) + PrepaidSlot.nextOffset).assumingMemoryBound(to: UInt32.self)
@@ -233,7 +222,8 @@ public final class PartitionEngine {
         guard month >= firstOpenMonth else {
             return Deduction(status: .tooLate, month: month, free: 0, prepaid: 0, overage: 0)
         }
-        guard dedupe.insert(call.id, monthTag: monthTag(month), openMonthTag: monthTag(firstOpenMonth)) else {
+        let tag = monthTag(month)
+        guard dedupe.insert(call.id, monthTag: tag, openMonthTag: monthTag(firstOpenMonth)) else {
             return Deduction(status: .duplicate, month: month, free: 0, prepaid: 0, overage: 0)
         }
         guard call.billable else {
@@ -241,11 +231,11 @@ public final class PartitionEngine {
             return Deduction(status: .nonBillable, month: month, free: 0, prepaid: 0, overage: 0)
         }
         let a = call.account.index
-        let slotIndex = balanceSlot(account: a, pack: call.pack.rawValue, month: month.rawValue)
-        let slot = balances.pointer(slotIndex)
+        let slot = balances.slot(BalanceTable.key(account: call.account.rawValue, pack: call.pack.rawValue, monthTag: tag))
+        let state = accountState[a]
         var rest = call.count
         var free: UInt32 = 0
-        if accountFlags[a] & Self.suspendedFlag == 0 {
+        if state & Self.suspendedBit == 0 {
             let grant = catalog.grantByPack[Int(call.pack.rawValue)]
             let available = grant &- slot.pointee.freeUsed
             free = min(rest, available)
@@ -253,8 +243,8 @@ public final class PartitionEngine {
             rest &-= free
         }
         var fromPrepaid: UInt32 = 0
-        if rest > 0 && prepaidHead[a] != noSlot {
-            fromPrepaid = drawPrepaid(account: a, pack: call.pack.rawValue, ts: call.ts, wanted: rest)
+        if rest > 0 && state & Self.noPack != Self.noPack {
+            fromPrepaid = drawPrepaid(first: state & Self.noPack, pack: call.pack.rawValue, ts: call.ts, wanted: rest)
             slot.pointee.prepaidUsed &+= UInt64(fromPrepaid)
             rest &-= fromPrepaid
         }
@@ -263,47 +253,39 @@ public final class PartitionEngine {
         return Deduction(status: .applied, month: month, free: free, prepaid: fromPrepaid, overage: rest)
     }
 
-    /// The balance slot of (account, pack, month), created if absent; moved to the front of
-    /// the account's chain so that an account's busiest pack is found first.
+    /// Applies calls in order, exactly as `apply(_:)` one by one, but with the memory each
+    /// will touch (its dedupe slots, balance slot and account state) requested
+    /// `prefetchDistance` calls ahead, so that cache misses overlap instead of queueing.
+    /// `results[i]` is call `i`'s deduction.
+    public func apply(_ calls: UnsafeBufferPointer<CallEvent>, into results: UnsafeMutablePointer<Deduction>) {
+        let n = calls.count
+        for i in 0..<min(Self.prefetchDistance, n) { prefetch(calls[i]) }
+        for i in 0..<n {
+            if i + Self.prefetchDistance < n { prefetch(calls[i + Self.prefetchDistance]) }
+            results[i] = apply(calls[i])
+        }
+    }
+
+    /// How many calls ahead `apply(_:into:)` prefetches.
+    public static let prefetchDistance = 16
+
+    /// Requests the memory applying `call` will touch. A hint only: it changes no state.
     @inline(__always)
-    private func balanceSlot(account a: Int, pack: UInt16, month: Int32) -> Int {
-        let head = balanceHead[a]
-        var s = head
-        var previous = noSlot
-        while s != noSlot {
-            let slot = balances.pointer(Int(s))
-            if slot.pointee.pack == pack && slot.pointee.month == month {
-                if previous != noSlot {
-                    balances[Int(previous)].next = slot.pointee.next
-                    slot.pointee.next = head
-                    balanceHead[a] = s
-                }
-                return Int(s)
-            }
-            previous = s
-            s = slot.pointee.next
+    public func prefetch(_ call: CallEvent) {
+        dedupe.prefetch(call.id)
+        let tag = call.ts >= cachedMonthStart && call.ts < cachedMonthEnd ? cachedMonthTag : 0
+        if tag != 0 {
+            balances.prefetch(BalanceTable.key(account: call.account.rawValue, pack: call.pack.rawValue, monthTag: tag))
         }
-        let fresh = BalanceSlot(month: month, pack: pack, next: head, freeUsed: 0, prepaidUsed: 0, overage: 0)
-        let index: UInt32
-        if balanceFreeList != noSlot {
-            index = balanceFreeList
-            balanceFreeList = balances[Int(index)].next
-            balances[Int(index)] = fresh
-        } else {
-            index = UInt32(balances.count)
-            balances.append(fresh)
-        }
-        balanceHead[a] = index
-        liveBalanceCount += 1
-        return Int(index)
+        pm_prefetch(accountState.base + call.account.index)
     }
 
     /// Takes up to `wanted` calls from the account's packs of `pack` in force at `ts`,
     /// oldest effective first (RULES.md §6).
-    private func drawPrepaid(account a: Int, pack: UInt16, ts: Int64, wanted: UInt32) -> UInt32 {
+    private func drawPrepaid(first: UInt32, pack: UInt16, ts: Int64, wanted: UInt32) -> UInt32 {
         var taken: UInt32 = 0
-        var s = prepaidHead[a]
-        while s != noSlot && taken < wanted {
+        var s = first
+        while s != Self.noPack && taken < wanted {
             let p = prepaid.pointer(Int(s))
             if p.pointee.pack == pack && p.pointee.remaining > 0 && p.pointee.effective <= ts && ts < p.pointee.expires {
                 let take = min(p.pointee.remaining, wanted - taken)
@@ -331,25 +313,29 @@ public final class PartitionEngine {
         if dedupe.contains(fingerprint) || findPrepaid(account: account, id: id) != nil { return .duplicate }
         _ = dedupe.insert(fingerprint, monthTag: accountEventTag(ts), openMonthTag: monthTag(firstOpenMonth))
         let slot = PrepaidSlot(effective: effective, expires: expires, purchasedAt: ts, account: account.rawValue,
-                               next: noSlot, quantity: quantity, remaining: quantity, pack: pack.rawValue, live: true)
+                               next: Self.noPack, quantity: quantity, remaining: quantity, pack: pack.rawValue, live: true)
         let index: UInt32
-        if prepaidFreeList != noSlot {
+        if prepaidFreeList != Self.noPack {
             index = prepaidFreeList
             prepaidFreeList = prepaid[Int(index)].next
             prepaid[Int(index)] = slot
             prepaidIDs[Int(index)] = Array(id)
         } else {
+            precondition(prepaid.count < Int(Self.noPack), "more than 2^31 prepaid packs on one partition")
             index = UInt32(prepaid.count)
             prepaid.append(slot)
             prepaidIDs.append(Array(id))
         }
         // Insert after every pack that took effect at or before this one.
-        var link = prepaidHead.pointer(account.index)
-        while link.pointee != noSlot && prepaid[Int(link.pointee)].effective <= effective {
-            link = prepaidLink(Int(link.pointee))
+        let a = account.index
+        var previous = Self.noPack
+        var s = firstPack(a)
+        while s != Self.noPack && prepaid[Int(s)].effective <= effective {
+            previous = s
+            s = prepaid[Int(s)].next
         }
-        prepaid[Int(index)].next = link.pointee
-        link.pointee = index
+        prepaid[Int(index)].next = s
+        if previous == Self.noPack { setFirstPack(a, index) } else { prepaid[Int(previous)].next = index }
         livePrepaidCount += 1
         expiryHeap.push(expires, index)
         advanceWatermark(to: ts)
@@ -386,17 +372,17 @@ public final class PartitionEngine {
         if dedupe.contains(fingerprint) { return .duplicate }
         _ = dedupe.insert(fingerprint, monthTag: accountEventTag(ts), openMonthTag: monthTag(firstOpenMonth))
         if suspended {
-            accountFlags[account.index] |= Self.suspendedFlag
+            accountState[account.index] |= Self.suspendedBit
         } else {
-            accountFlags[account.index] &= ~Self.suspendedFlag
+            accountState[account.index] &= ~Self.suspendedBit
         }
         advanceWatermark(to: ts)
         return .applied
     }
 
     private func findPrepaid(account: AccountID, id: UnsafeRawBufferPointer) -> UInt32? {
-        var s = prepaidHead[account.index]
-        while s != noSlot {
+        var s = firstPack(account.index)
+        while s != Self.noPack {
             let stored = prepaidIDs[Int(s)]
             if stored.count == id.count && stored.withUnsafeBytes({ $0.elementsEqual(id) }) { return s }
             s = prepaid[Int(s)].next
@@ -406,11 +392,13 @@ public final class PartitionEngine {
 
     private func unlinkPrepaid(_ slot: UInt32) {
         let a = Int(prepaid[Int(slot)].account)
-        var link = prepaidHead.pointer(a)
-        while link.pointee != slot {
-            link = prepaidLink(Int(link.pointee))
+        var previous = Self.noPack
+        var s = firstPack(a)
+        while s != slot {
+            previous = s
+            s = prepaid[Int(s)].next
         }
-        link.pointee = prepaid[Int(slot)].next
+        if previous == Self.noPack { setFirstPack(a, prepaid[Int(slot)].next) } else { prepaid[Int(previous)].next = prepaid[Int(slot)].next }
         prepaid[Int(slot)].live = false
         prepaid[Int(slot)].next = prepaidFreeList
         prepaidIDs[Int(slot)] = []
@@ -418,10 +406,18 @@ public final class PartitionEngine {
         livePrepaidCount -= 1
     }
 
-    // MARK: - Dedupe statistics
+    // MARK: - Statistics
 
+    /// Live (account, pack, month) balances.
+    public var liveBalanceCount: Int { balances.count }
     /// Ids currently remembered.
     public var rememberedIDs: Int { dedupe.count }
     /// Ids forgotten because the window was full, and among them those whose month was open.
     public var dedupeEvictions: (all: UInt64, openMonth: UInt64) { (dedupe.evictedIDs, dedupe.evictedOpenMonthIDs) }
+
+    /// Bytes held by each part of the state, for sizing a deployment.
+    public var memoryFootprint: (balances: Int, accounts: Int, dedupe: Int, prepaid: Int) {
+        (balances.allocatedBytes, accounts.allocatedBytes + accountState.allocatedBytes, dedupe.allocatedBytes,
+         prepaid.allocatedBytes + prepaidIDs.reduce(0) { $0 + $1.count + 16 })
+    }
 }

@@ -1,23 +1,3 @@
-/// "No slot" in the engine's linked lists.
-let noSlot = UInt32.max
-
-/// One account's use of one pack in one billing month (RULES.md §4–§5): 32 bytes.
-/// Slots of an account are chained through `next`, most recently used first.
-struct BalanceSlot: BitwiseCopyable {
-    var month: Int32
-    var pack: UInt16
-    var reserved: UInt16 = 0
-    var next: UInt32
-    /// Calls taken from this month's free grant.
-    var freeUsed: UInt32
-    /// Calls taken from prepaid packs by calls of this month.
-    var prepaidUsed: UInt64
-    /// Calls billed as overage in this month.
-    var overage: UInt64
-
-    static let nextOffset = MemoryLayout<BalanceSlot>.offset(of: \BalanceSlot.next)!
-}
-
 /// A prepaid pack bought by an account (RULES.md §6): 48 bytes. An account's packs are
 /// chained through `next` in deduction order: effective first, ties in order received.
 struct PrepaidSlot: BitwiseCopyable {

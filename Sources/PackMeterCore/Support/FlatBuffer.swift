@@ -1,9 +1,12 @@
+import CPackMeterSupport
+
 /// A growable array of plain values in one manually managed allocation.
 ///
 /// The engine's tables live in these instead of `Array` so that the hot path pays no
 /// copy-on-write uniqueness checks and no bounds checks in release builds (debug builds
 /// assert). Each buffer has exactly one owner, a single-writer engine; `copy()` gives a
-/// checkpoint its own snapshot.
+/// checkpoint its own snapshot. Large buffers are 2 MiB aligned and asked to live on huge
+/// pages: the engine probes them at random.
 @usableFromInline
 final class FlatBuffer<Element: BitwiseCopyable> {
     @usableFromInline var base: UnsafeMutablePointer<Element>
@@ -13,9 +16,17 @@ final class FlatBuffer<Element: BitwiseCopyable> {
     @inlinable
     init(capacity: Int = 16) {
         let capacity = max(capacity, 1)
-        base = .allocate(capacity: capacity)
+        base = Self.allocate(capacity)
         self.capacity = capacity
         count = 0
+    }
+
+    @usableFromInline
+    static func allocate(_ capacity: Int) -> UnsafeMutablePointer<Element> {
+        guard let raw = pm_allocate_table(capacity * MemoryLayout<Element>.stride) else {
+            fatalError("out of memory allocating \(capacity * MemoryLayout<Element>.stride) bytes")
+        }
+        return raw.bindMemory(to: Element.self, capacity: capacity)
     }
 
     /// A buffer of `count` copies of `value`.
@@ -27,7 +38,7 @@ final class FlatBuffer<Element: BitwiseCopyable> {
     }
 
     deinit {
-        base.deallocate()
+        pm_free_table(base)
     }
 
     @inlinable
@@ -55,16 +66,18 @@ final class FlatBuffer<Element: BitwiseCopyable> {
         count += 1
     }
 
+    /// Makes room for `minimumCapacity` elements, growing geometrically so that repeated
+    /// appends stay amortized O(1).
     @inlinable
     func reserve(_ minimumCapacity: Int) {
-        if minimumCapacity > capacity { grow(to: minimumCapacity) }
+        if minimumCapacity > capacity { grow(to: Swift.max(minimumCapacity, capacity * 2)) }
     }
 
     @usableFromInline
     func grow(to newCapacity: Int) {
-        let fresh = UnsafeMutablePointer<Element>.allocate(capacity: newCapacity)
+        let fresh = Self.allocate(newCapacity)
         fresh.moveInitialize(from: base, count: count)
-        base.deallocate()
+        pm_free_table(base)
         base = fresh
         capacity = newCapacity
     }
@@ -73,8 +86,8 @@ final class FlatBuffer<Element: BitwiseCopyable> {
     func removeAll(keepingCapacity: Bool = true) {
         count = 0
         if !keepingCapacity, capacity > 16 {
-            base.deallocate()
-            base = .allocate(capacity: 16)
+            pm_free_table(base)
+            base = Self.allocate(16)
             capacity = 16
         }
     }
