@@ -4,88 +4,137 @@ import CPackMeterSupport
 ///
 /// **Layout.** An id is remembered by a 112-bit fingerprint (of its bytes) plus the billing
 /// month it belongs to, in one 16-byte slot of an open-addressing table (linear probing, at
-/// most 70% full). Two such tables are kept as generations: new ids go into the current one,
-/// lookups check both. Each generation also keeps a blocked Bloom filter (16 bits per id, one
-/// cache line per lookup, small enough to stay in cache), so the previous generation's big
-/// table is only probed when its filter says the id may be there: a fresh id costs one
-/// random memory access, not two.
+/// most 70% full). Two tables are kept as generations: new ids join the current one, lookups
+/// check both. Each generation also has a blocked Bloom filter (16 bits per id; a test reads
+/// one cache line), small enough to stay in cache, so a big table is only probed when its
+/// filter says the id may be there. New ids are first gathered in a small staging table
+/// (kept in cache) and moved into the current generation's big table in address order
+/// when it fills: a fresh id, the common case, touches no cold memory at all.
 ///
-/// **The bound.** Each generation holds at most `generationCapacity` ids (the table starts
+/// **The bound.** Each generation holds at most `generationCapacity` ids (its table starts
 /// small and doubles up to that). When the current generation is full, the previous one is
 /// dropped and the current one becomes previous. So the window always holds at least the
-/// last `generationCapacity` accepted ids and at most twice that; a table full of ids costs
-/// 16 / 0.7 ≈ 23 bytes per id, two full generations ≈ 46 bytes per id of the guaranteed
-/// window. Dropping a generation is counted (`evictedIDs`, and `evictedOpenMonthIDs` for ids
-/// whose month was still open, i.e. whose repeat would have been billed again): operators
-/// size `--dedupe-capacity` to at least their partition's peak rate × the allowed lateness.
+/// last `generationCapacity` accepted ids and at most twice that. A remembered id costs
+/// 16 / 0.7 ≈ 23 bytes of table plus 2 bytes of filter: two full generations cost about
+/// 50 bytes per id of the guaranteed window. Dropping a generation is counted
+/// (`evictedIDs`, and `evictedOpenMonthIDs` for ids whose month was still open, i.e. whose
+/// repeat would have been billed again): operators size `--dedupe-capacity` to at least
+/// their partition's peak rate × the allowed lateness.
 ///
 /// **Month close.** Once a month is closed no call of it is applied again (check 4 comes
 /// first), so its ids are purged then, keeping checkpoints small.
 ///
 /// A fingerprint collision (two different ids with the same 112 bits) would make the second
-/// a false duplicate; among a million ids the chance is about 10⁻²².
+/// a false duplicate; among a million remembered ids the chance per event is about 10⁻²⁸.
 final class DedupeWindow {
-    struct Slot: BitwiseCopyable {
-        /// Fingerprint bits 0–63.
+    struct Slot: BitwiseCopyable, Equatable {
+        /// Fingerprint bits 0–63: the table position comes from its top bits, the filter
+        /// block from its low bits.
         var high: UInt64
         /// Fingerprint bits 64–111 in the top 48 bits, month tag in the low 16 (0 = empty).
         var lowAndMonth: UInt64
 
         @inline(__always) var isEmpty: Bool { lowAndMonth & 0xFFFF == 0 }
         @inline(__always) var monthTag: UInt16 { UInt16(truncatingIfNeeded: lowAndMonth) }
+        @inline(__always) func matches(_ high: UInt64, _ low: UInt64) -> Bool {
+            self.high == high && lowAndMonth & 0xFFFF_FFFF_FFFF_0000 == low
+        }
         static let empty = Slot(high: 0, lowAndMonth: 0)
     }
 
+    /// An open-addressing table of slots whose size is a power of two; an id's home is the
+    /// top bits of its fingerprint, so walking a table in order visits ids in home order of
+    /// any other table.
+    struct Table {
+        let slots: FlatBuffer<Slot>
+        let shift: UInt64
+        var count = 0
+
+        init(size: Int) {
+            precondition(size.nonzeroBitCount == 1 && size >= 2)
+            slots = FlatBuffer(repeating: .empty, count: size)
+            shift = UInt64(64 - size.trailingZeroBitCount)
+        }
+
+        var size: Int { slots.count }
+
+        @inline(__always)
+        func home(_ high: UInt64) -> Int { Int(truncatingIfNeeded: high >> shift) }
+
+        @inline(__always)
+        func find(_ high: UInt64, _ low: UInt64) -> Bool {
+            let base = slots.base
+            let mask = size - 1
+            var i = home(high)
+            while true {
+                let s = base[i]
+                if s.isEmpty { return false }
+                if s.matches(high, low) { return true }
+                i = (i + 1) & mask
+            }
+        }
+
+        /// Adds `s`, known to be absent.
+        @inline(__always)
+        mutating func add(_ s: Slot) {
+            let base = slots.base
+            let mask = size - 1
+            var i = home(s.high)
+            while !base[i].isEmpty { i = (i + 1) & mask }
+            base[i] = s
+            count += 1
+        }
+
+        mutating func clear() {
+            slots.base.update(repeating: .empty, count: size)
+            count = 0
+        }
+
+        func forEach(_ body: (Slot) -> Void) {
+            let base = slots.base
+            for k in 0..<size where !base[k].isEmpty { body(base[k]) }
+        }
+    }
+
     struct Generation {
-        var slots: FlatBuffer<Slot>
-        var count: Int
-        var filter: BloomFilter
+        var table: Table
+        /// Ids in the generation, staged ones included for the current generation.
+        var count = 0
+        let filter: BloomFilter
         /// Ids per month tag, to count early evictions without scanning the table.
         var monthCounts: [UInt32]
 
-        init(size: Int, filterBits: Int) {
-            slots = FlatBuffer(repeating: .empty, count: size)
-            count = 0
+        init(tableSize: Int, filterBits: Int) {
+            table = Table(size: tableSize)
             filter = BloomFilter(bits: filterBits)
             monthCounts = [UInt32](repeating: 0, count: 4096)
         }
 
-        var mask: Int { slots.count - 1 }
-
-        /// Adds `slot` at its place; the caller knows it is absent.
-        @inline(__always)
-        mutating func add(_ s: Slot) {
-            let mask = self.mask
-            var i = Int(truncatingIfNeeded: s.high) & mask
-            while !slots.base[i].isEmpty { i = (i + 1) & mask }
-            slots.base[i] = s
-            count += 1
-            filter.insert(high: s.high, low: s.lowAndMonth)
-            monthCounts[Int(s.monthTag)] &+= 1
-        }
-
         mutating func clear() {
-            slots.base.update(repeating: .empty, count: slots.count)
+            table.clear()
             count = 0
             filter.clear()
             for i in monthCounts.indices { monthCounts[i] = 0 }
         }
     }
 
-    /// Bits in each generation's filter: 16 per id of capacity, a power of two.
-    let filterBits: Int
-
     let generationCapacity: Int
     /// The largest table of a generation: the power of two that keeps `generationCapacity`
     /// ids at ≤ 70% load.
     let tableSizeMax: Int
+    /// Bits in each generation's filter: 16 per id of capacity, a power of two.
+    let filterBits: Int
     private(set) var current: Generation
     private(set) var previous: Generation
+    /// New ids of the current generation not yet in its table.
+    private var staging: Table
+    private let stagingLimit: Int
     private(set) var evictedIDs: UInt64 = 0
     private(set) var evictedOpenMonthIDs: UInt64 = 0
     private(set) var rotations: UInt64 = 0
 
     static let initialTableSize = 1024
+    static let stagingSize = 1 << 14
 
     init(generationCapacity: Int) {
         precondition(generationCapacity > 0)
@@ -96,8 +145,10 @@ final class DedupeWindow {
         var bits = 1 << 12
         while bits < generationCapacity * 16 { bits *= 2 }
         filterBits = bits
-        current = Generation(size: Self.initialTableSize, filterBits: bits)
-        previous = Generation(size: Self.initialTableSize, filterBits: bits)
+        current = Generation(tableSize: Self.initialTableSize, filterBits: bits)
+        previous = Generation(tableSize: Self.initialTableSize, filterBits: bits)
+        staging = Table(size: Self.stagingSize)
+        stagingLimit = Self.stagingSize / 2
     }
 
     var count: Int { current.count + previous.count }
@@ -107,76 +158,77 @@ final class DedupeWindow {
         Slot(high: fp.high, lowAndMonth: (fp.low & 0xFFFF_FFFF_FFFF_0000) | UInt64(monthTag))
     }
 
-    /// Where a lookup of `fp` starts in a table of `size` slots.
-    @inline(__always)
-    static func home(_ fp: Fingerprint128, size: Int) -> Int {
-        Int(truncatingIfNeeded: fp.high) & (size - 1)
-    }
-
-    @inline(__always)
-    private static func find(_ fp: Fingerprint128, in g: Generation) -> Bool {
-        let mask = g.mask
-        var i = home(fp, size: mask + 1)
-        let low = fp.low & 0xFFFF_FFFF_FFFF_0000
-        let base = g.slots.base
-        while true {
-            let s = base[i]
-            if s.isEmpty { return false }
-            if s.high == fp.high && s.lowAndMonth & 0xFFFF_FFFF_FFFF_0000 == low { return true }
-            i = (i + 1) & mask
-        }
-    }
-
-    /// Requests the slots a lookup of `fp` starts at, in both generations.
+    /// Requests the cache lines a lookup of `fp` reads.
     @inline(__always)
     func prefetch(_ fp: Fingerprint128) {
-        pm_prefetch(current.slots.base + Self.home(fp, size: current.mask + 1))
-        current.filter.prefetch(high: fp.high, low: fp.low)
-        if previous.count > 0 { previous.filter.prefetch(high: fp.high, low: fp.low) }
-    }
-
-    @inline(__always)
-    private func inPrevious(_ fp: Fingerprint128) -> Bool {
-        previous.count > 0 && previous.filter.mayContain(high: fp.high, low: fp.low) && Self.find(fp, in: previous)
+        pm_prefetch(staging.slots.base + staging.home(fp.high))
+        current.filter.prefetch(high: fp.high)
+        if previous.count > 0 { previous.filter.prefetch(high: fp.high) }
     }
 
     @inline(__always)
     func contains(_ fp: Fingerprint128) -> Bool {
-        Self.find(fp, in: current) || inPrevious(fp)
+        let low = fp.low & 0xFFFF_FFFF_FFFF_0000
+        if staging.count > 0 && staging.find(fp.high, low) { return true }
+        if current.filter.mayContain(high: fp.high, low: fp.low) && current.table.find(fp.high, low) { return true }
+        return previous.count > 0 && previous.filter.mayContain(high: fp.high, low: fp.low) && previous.table.find(fp.high, low)
     }
 
     /// Remembers `fp` unless it already is; returns false for a duplicate.
     /// `openMonthTag` is the engine's first open month, for counting early evictions.
     @inline(__always)
     func insert(_ fp: Fingerprint128, monthTag: UInt16, openMonthTag: UInt16) -> Bool {
-        if inPrevious(fp) { return false }
-        let mask = current.mask
-        var i = Self.home(fp, size: mask + 1)
-        let low = fp.low & 0xFFFF_FFFF_FFFF_0000
-        let base = current.slots.base
-        while true {
-            let s = base[i]
-            if s.isEmpty { break }
-            if s.high == fp.high && s.lowAndMonth & 0xFFFF_FFFF_FFFF_0000 == low { return false }
-            i = (i + 1) & mask
-        }
-        base[i] = Self.key(fp, monthTag: monthTag)
+        if contains(fp) { return false }
+        staging.add(Self.key(fp, monthTag: monthTag))
         current.count += 1
         current.filter.insert(high: fp.high, low: fp.low)
         current.monthCounts[Int(monthTag)] &+= 1
-        if current.count * 10 > (mask + 1) * 7 || current.count >= generationCapacity {
-            makeRoom(openMonthTag: openMonthTag)
+        if staging.count >= stagingLimit || current.count >= generationCapacity {
+            flushStaging()
+            if current.count >= generationCapacity { rotate(openMonthTag: openMonthTag) }
         }
         return true
     }
 
-    private func makeRoom(openMonthTag: UInt16) {
-        let size = current.mask + 1
-        if size < tableSizeMax && current.count < generationCapacity {
-            current = rehash(current, size: size * 2, keep: { _ in true })
-            return
+    /// Moves staged ids into the current table. The staging table is walked in order, which
+    /// is the order of their homes in the big table, with each insert's line requested a
+    /// few ids ahead.
+    private func flushStaging() {
+        guard staging.count > 0 else { return }
+        let needed = current.table.count + staging.count
+        if needed * 10 > current.table.size * 7 {
+            var size = current.table.size
+            while needed * 10 > size * 7 { size *= 2 }
+            current.table = Self.rehash(current.table, size: size) { _ in true }
         }
-        // Rotate: the previous generation is forgotten.
+        let base = staging.slots.base
+        let target = current.table.slots.base
+        // A second cursor runs a few staged ids ahead, requesting their lines.
+        var ahead = 0
+        var lead = 0
+        while lead < 16 && ahead < staging.size {
+            if !base[ahead].isEmpty {
+                pm_prefetch_write(target + current.table.home(base[ahead].high))
+                lead += 1
+            }
+            ahead += 1
+        }
+        for k in 0..<staging.size where !base[k].isEmpty {
+            while ahead < staging.size {
+                let s = base[ahead]
+                ahead += 1
+                if !s.isEmpty {
+                    pm_prefetch_write(target + current.table.home(s.high))
+                    break
+                }
+            }
+            current.table.add(base[k])
+        }
+        staging.clear()
+    }
+
+    /// The previous generation is forgotten; the current one becomes previous.
+    private func rotate(openMonthTag: UInt16) {
         var openDropped: UInt64 = 0
         for tag in Int(openMonthTag)..<previous.monthCounts.count { openDropped += UInt64(previous.monthCounts[tag]) }
         evictedIDs += UInt64(previous.count)
@@ -184,60 +236,72 @@ final class DedupeWindow {
         rotations += 1
         var recycled = previous
         previous = current
-        if recycled.slots.count == size {
+        if recycled.table.size == current.table.size {
             recycled.clear()
             current = recycled
         } else {
-            current = Generation(size: size, filterBits: filterBits)
+            current = Generation(tableSize: previous.table.size, filterBits: filterBits)
         }
     }
 
-    private func rehash(_ g: Generation, size: Int, keep: (Slot) -> Bool) -> Generation {
-        var fresh = Generation(size: size, filterBits: filterBits)
-        for k in 0..<g.slots.count {
-            let s = g.slots[k]
-            if !s.isEmpty && keep(s) { fresh.add(s) }
-        }
+    private static func rehash(_ table: Table, size: Int, keep: (Slot) -> Bool) -> Table {
+        var fresh = Table(size: size)
+        table.forEach { if keep($0) { fresh.add($0) } }
         return fresh
+    }
+
+    /// Rebuilds a generation from `entries`: table, filter and month counts.
+    private func generation(tableSize: Int, entries: [Slot]) -> Generation {
+        var g = Generation(tableSize: tableSize, filterBits: filterBits)
+        for s in entries {
+            g.table.add(s)
+            g.count += 1
+            g.filter.insert(high: s.high, low: s.lowAndMonth)
+            g.monthCounts[Int(s.monthTag)] &+= 1
+        }
+        return g
     }
 
     /// Forgets every id of a month before `openMonthTag` (those months are closed).
     func purgeMonths(before openMonthTag: UInt16) {
-        let keep: (Slot) -> Bool = { $0.monthTag >= openMonthTag }
-        current = rehash(current, size: current.mask + 1, keep: keep)
-        previous = rehash(previous, size: previous.mask + 1, keep: keep)
+        flushStaging()
+        var keptCurrent: [Slot] = []
+        var keptPrevious: [Slot] = []
+        current.table.forEach { if $0.monthTag >= openMonthTag { keptCurrent.append($0) } }
+        previous.table.forEach { if $0.monthTag >= openMonthTag { keptPrevious.append($0) } }
+        current = generation(tableSize: current.table.size, entries: keptCurrent)
+        previous = generation(tableSize: previous.table.size, entries: keptPrevious)
     }
 
     // MARK: - Checkpoints
 
     /// Every remembered id with its generation (true = current), in table order.
     func forEachEntry(_ body: (Slot, Bool) -> Void) {
-        for (g, isCurrent) in [(current, true), (previous, false)] {
-            for k in 0..<g.slots.count where !g.slots[k].isEmpty { body(g.slots[k], isCurrent) }
-        }
+        flushStaging()
+        current.table.forEach { body($0, true) }
+        previous.table.forEach { body($0, false) }
     }
 
-    var tableSizes: (current: Int, previous: Int) { (current.mask + 1, previous.mask + 1) }
+    var tableSizes: (current: Int, previous: Int) { (current.table.size, previous.table.size) }
 
     /// Rebuilds a window from checkpointed entries and table sizes.
     func restore(currentSize: Int, previousSize: Int, entries: [(Slot, Bool)], counters: (evicted: UInt64, evictedOpen: UInt64, rotations: UInt64)) {
-        current = Generation(size: currentSize, filterBits: filterBits)
-        previous = Generation(size: previousSize, filterBits: filterBits)
-        for (s, isCurrent) in entries {
-            if isCurrent { current.add(s) } else { previous.add(s) }
-        }
+        staging.clear()
+        current = generation(tableSize: currentSize, entries: entries.filter(\.1).map(\.0))
+        previous = generation(tableSize: previousSize, entries: entries.filter { !$0.1 }.map(\.0))
         evictedIDs = counters.evicted
         evictedOpenMonthIDs = counters.evictedOpen
         rotations = counters.rotations
     }
 
     var allocatedBytes: Int {
-        current.slots.allocatedBytes + previous.slots.allocatedBytes + 2 * filterBits / 8
+        current.table.slots.allocatedBytes + previous.table.slots.allocatedBytes + staging.slots.allocatedBytes + 2 * filterBits / 8
     }
 }
 
-/// A blocked Bloom filter: each id sets 4 bits within one 64-byte block, so a test reads a
-/// single cache line. No false negatives; with 16 bits per id about 0.2% false positives.
+/// A blocked Bloom filter over fingerprints: each id sets 4 bits within one 64-byte block,
+/// so a test reads a single cache line. No false negatives; at 16 bits per id about 0.2%
+/// false positives.
 struct BloomFilter {
     let words: FlatBuffer<UInt64>
     let blockMask: Int
@@ -248,32 +312,34 @@ struct BloomFilter {
     }
 
     @inline(__always)
-    private func block(_ high: UInt64) -> Int { Int(truncatingIfNeeded: high >> 32) & blockMask }
-
-    @inline(__always)
-    func prefetch(high: UInt64, low: UInt64) {
-        pm_prefetch(words.base + block(high) * 8)
+    private func block(_ high: UInt64) -> UnsafeMutablePointer<UInt64> {
+        words.base + (Int(truncatingIfNeeded: high) & blockMask) * 8
     }
 
     @inline(__always)
+    func prefetch(high: UInt64) { pm_prefetch(block(high)) }
+
+    /// The 4 bit positions come from fingerprint bits 80–115 (`low` bits 16–51), which a
+    /// stored slot keeps.
+    @inline(__always)
     func insert(high: UInt64, low: UInt64) {
-        let base = words.base + block(high) * 8
-        var bits = low
+        let base = block(high)
+        var bits = low >> 16
         for _ in 0..<4 {
-            let bit = Int(truncatingIfNeeded: bits >> 16) & 511
+            let bit = Int(truncatingIfNeeded: bits) & 511
             base[bit >> 6] |= 1 << UInt64(bit & 63)
-            bits = bits >> 9
+            bits >>= 9
         }
     }
 
     @inline(__always)
     func mayContain(high: UInt64, low: UInt64) -> Bool {
-        let base = words.base + block(high) * 8
-        var bits = low
+        let base = block(high)
+        var bits = low >> 16
         for _ in 0..<4 {
-            let bit = Int(truncatingIfNeeded: bits >> 16) & 511
+            let bit = Int(truncatingIfNeeded: bits) & 511
             if base[bit >> 6] & (1 << UInt64(bit & 63)) == 0 { return false }
-            bits = bits >> 9
+            bits >>= 9
         }
         return true
     }
