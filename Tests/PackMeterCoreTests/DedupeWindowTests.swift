@@ -1,0 +1,79 @@
+import Testing
+@testable import PackMeterCore
+
+@Suite("The dedupe window: generations, staging, month purge")
+struct DedupeWindowTests {
+    /// A plain model: two generations as Swift sets, rotated at the same count.
+    struct Model {
+        let capacity: Int
+        var current: Set<Fingerprint128> = []
+        var previous: Set<Fingerprint128> = []
+
+        mutating func insert(_ fp: Fingerprint128) -> Bool {
+            if current.contains(fp) || previous.contains(fp) { return false }
+            current.insert(fp)
+            if current.count >= capacity {
+                previous = current
+                current = []
+            }
+            return true
+        }
+    }
+
+    @Test(arguments: [1, 100, 20_000, 50_000])
+    func agreesWithTwoSetsAcrossRotationsAndStagingFlushes(capacity: Int) {
+        let window = DedupeWindow(generationCapacity: capacity)
+        var model = Model(capacity: capacity)
+        var random = SplitMix64(seed: UInt64(capacity))
+        var recent: [Fingerprint128] = []
+        for n in 0..<min(150_000, 3 * capacity + 3000) {
+            // Mostly fresh ids; some repeats from the recent past and the distant past.
+            let fp: Fingerprint128
+            if n % 7 == 0, !recent.isEmpty {
+                fp = recent[Int(random.next() % UInt64(recent.count))]
+            } else {
+                fp = Fingerprint128(high: random.next(), low: random.next())
+                recent.append(fp)
+                if recent.count > 3 * capacity + 10 { recent.removeFirst(recent.count - 3 * capacity - 10) }
+            }
+            let accepted = window.insert(fp, monthTag: 5, openMonthTag: 5)
+            #expect(accepted == model.insert(fp), "id \(n)")
+        }
+        #expect(window.count == model.current.count + model.previous.count)
+        #expect(window.evictedIDs == window.evictedOpenMonthIDs)
+        #expect(window.rotations > 0)
+    }
+
+    @Test func purgeForgetsClosedMonthsOnly() {
+        let window = DedupeWindow(generationCapacity: 100_000)
+        let old = (0..<5000).map { Fingerprint128(high: UInt64($0) &* 0x9E37_79B9_7F4A_7C15, low: UInt64($0) << 20) }
+        let new = (0..<5000).map { Fingerprint128(high: UInt64($0 + 10_000) &* 0x9E37_79B9_7F4A_7C15, low: UInt64($0) << 21) }
+        for fp in old { #expect(window.insert(fp, monthTag: 10, openMonthTag: 10)) }
+        for fp in new { #expect(window.insert(fp, monthTag: 11, openMonthTag: 10)) }
+        window.purgeMonths(before: 11)
+        #expect(window.count == 5000)
+        #expect(old.allSatisfy { !window.contains($0) })
+        #expect(new.allSatisfy { window.contains($0) })
+    }
+
+    @Test func restoreGivesTheSameWindow() {
+        let window = DedupeWindow(generationCapacity: 3000)
+        var random = SplitMix64(seed: 9)
+        let ids = (0..<7000).map { _ in Fingerprint128(high: random.next(), low: random.next()) }
+        for fp in ids { _ = window.insert(fp, monthTag: 3, openMonthTag: 3) }
+        var entries: [(DedupeWindow.Slot, Bool)] = []
+        window.forEachEntry { entries.append(($0, $1)) }
+        let copy = DedupeWindow(generationCapacity: 3000)
+        let sizes = window.tableSizes
+        copy.restore(currentSize: sizes.current, previousSize: sizes.previous, entries: entries,
+                     counters: (window.evictedIDs, window.evictedOpenMonthIDs, window.rotations))
+        #expect(copy.count == window.count)
+        for fp in ids { #expect(copy.contains(fp) == window.contains(fp)) }
+        // And both go on identically.
+        for _ in 0..<5000 {
+            let fp = Fingerprint128(high: random.next(), low: random.next())
+            #expect(copy.insert(fp, monthTag: 3, openMonthTag: 3) == window.insert(fp, monthTag: 3, openMonthTag: 3))
+        }
+        #expect(copy.count == window.count && copy.rotations == window.rotations)
+    }
+}
