@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "packmeter", targets: ["packmeter"]),
         .library(name: "PackMeterCore", targets: ["PackMeterCore"]),
+        .library(name: "PackMeterRuntime", targets: ["PackMeterRuntime"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),

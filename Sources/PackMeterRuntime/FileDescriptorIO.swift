@@ -59,26 +59,48 @@ public final class LineReader {
         if ownsDescriptor { close(fd) }
     }
 
-    /// Calls `body` with each line (without its newline) and the line's full length, until
-    /// the input ends. A final line without a newline is a line; an empty input has none.
-    public func forEachLine(_ body: (UnsafeRawBufferPointer, Int) throws -> Void) throws {
-        var skipping = false  // inside an overlong line whose head was already delivered
+    /// Calls `body` with the input's lines as records, in batches of up to `batchMax`:
+    /// each record's value is a line without its newline, its offset the 0-based line
+    /// number. A final line without a newline is a line; an empty input has none. The bytes
+    /// are valid only during the call.
+    public func forEachBatch(batchMax: Int = 4096, _ body: (UnsafeBufferPointer<InputRecord>) throws -> Void) throws {
+        var batch: [InputRecord] = []
+        batch.reserveCapacity(batchMax)
+        var line: Int64 = 0
+        var skipping = false  // inside an overlong line: only its head is kept
         var overlongLength = 0
         var overlongHead: [UInt8] = []
+
+        func flush() throws {
+            guard !batch.isEmpty else { return }
+            try batch.withUnsafeBufferPointer { try body($0) }
+            batch.removeAll(keepingCapacity: true)
+        }
+        func deliverOverlong() throws {
+            try flush()
+            try overlongHead.withUnsafeBytes { head in
+                var record = InputRecord(value: head, offset: line, fullLength: overlongLength)
+                try withUnsafePointer(to: &record) { try body(UnsafeBufferPointer(start: $0, count: 1)) }
+            }
+            line += 1
+            skipping = false
+        }
+
         while true {
-            // Deliver every complete line in the buffer.
             while let newline = memchr(buffer + start, 0x0A, end - start) {
                 let lineEnd = UnsafeRawPointer(newline) - UnsafeRawPointer(buffer)
                 if skipping {
                     overlongLength += lineEnd - start
-                    try overlongHead.withUnsafeBytes { try body($0, overlongLength) }
-                    skipping = false
+                    try deliverOverlong()
                 } else {
-                    try body(UnsafeRawBufferPointer(start: buffer + start, count: lineEnd - start), lineEnd - start)
+                    batch.append(InputRecord(value: UnsafeRawBufferPointer(start: buffer + start, count: lineEnd - start), offset: line))
+                    line += 1
+                    if batch.count == batchMax { try flush() }
                 }
                 start = lineEnd + 1
             }
-            // A partial line remains: keep only its head if it is already too long.
+            // The buffer is about to move: hand over what points into it.
+            try flush()
             if skipping {
                 overlongLength += end - start
                 start = end
@@ -90,13 +112,14 @@ public final class LineReader {
             }
             if eof {
                 if skipping {
-                    try overlongHead.withUnsafeBytes { try body($0, overlongLength) }
+                    try deliverOverlong()
                 } else if end > start {
-                    try body(UnsafeRawBufferPointer(start: buffer + start, count: end - start), end - start)
+                    batch.append(InputRecord(value: UnsafeRawBufferPointer(start: buffer + start, count: end - start), offset: line))
+                    line += 1
+                    try flush()
                 }
                 return
             }
-            // Move the partial line to the front and read more.
             if start > 0 {
                 memmove(buffer, buffer + start, end - start)
                 end -= start

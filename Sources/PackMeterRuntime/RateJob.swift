@@ -49,12 +49,11 @@ public struct RateJob {
             batch.removeAll()
         }
 
-        try reader.forEachLine { line, fullLength in
-            processor.process(line, fullLength: fullLength == line.count ? nil : fullLength, key: nil,
-                              offset: offset, recordTimestampMs: nil, into: batch)
-            offset += 1
-            if batch.bytes.count >= 1 << 20 || batch.count >= 8192 { try drain() }
-            if progress && offset & 0xFFFF == 0 {
+        try reader.forEachBatch { records in
+            processor.process(records, into: batch)
+            offset += Int64(records.count)
+            try drain()
+            if progress {
                 let now = monotonicSeconds()
                 if now - started >= 3 && now - lastReport >= 2 {
                     lastReport = now

@@ -20,7 +20,7 @@ struct PackMeter: AsyncParsableCommand {
             Exit status: 0 done, 2 bad usage or configuration (one line on stderr says why), \
             1 a fatal runtime error.
             """,
-        subcommands: [RateCommand.self]
+        subcommands: [RateCommand.self, GenerateCommand.self]
     )
 
     static func main() async {

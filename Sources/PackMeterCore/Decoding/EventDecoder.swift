@@ -16,8 +16,12 @@ public final class EventDecoder {
     public let calendar: BillingCalendar
 
     private let fields: UnsafeMutablePointer<RawField>
+    /// Escaped strings of the records decoded since `beginBatch()`, back to back.
     private let scratch: UnsafeMutablePointer<UInt8>
     private var scratchUsed = 0
+    /// Bytes of escaped strings the scratch area holds beyond one largest record.
+    public static let scratchBatchBytes = 1 << 20
+    static let scratchCapacity = scratchBatchBytes + recordBytesMax + 64
     private var base: UnsafePointer<UInt8> = JSONScannerBase.empty
 
     public init(catalog: Catalog, calendar: BillingCalendar) {
@@ -25,7 +29,7 @@ public final class EventDecoder {
         self.calendar = calendar
         fields = .allocate(capacity: Field.allCases.count)
         fields.initialize(repeating: RawField(), count: Field.allCases.count)
-        scratch = .allocate(capacity: Self.recordBytesMax + 64)
+        scratch = .allocate(capacity: Self.scratchCapacity)
     }
 
     deinit {
@@ -66,6 +70,13 @@ public final class EventDecoder {
 
     // MARK: - Decoding
 
+    /// Starts a batch: the byte fields of every event decoded from now on stay valid until
+    /// the next `beginBatch()`, as long as `hasRoomForAnotherRecord` was true before each.
+    public func beginBatch() { scratchUsed = 0 }
+
+    /// Whether one more record of any size can be decoded in this batch.
+    public var hasRoomForAnotherRecord: Bool { scratchUsed <= Self.scratchBatchBytes }
+
     /// Decodes `record` into `event`, or throws the first check that fails. `fullLength` is
     /// the record's true size when the caller kept only its head (an overlong line).
     public func decode(_ record: UnsafeRawBufferPointer, fullLength: Int? = nil, into event: inout DecodedEvent) throws(Rejection) {
@@ -73,6 +84,9 @@ public final class EventDecoder {
         guard length <= Self.recordBytesMax else {
             throw Rejection(.oversized, "record is \(length) bytes; the limit is \(Self.recordBytesMax)")
         }
+        // Escaped strings need at most the record's size; a caller that decodes without
+        // batches (one record at a time) gets the scratch area recycled here.
+        if scratchUsed + record.count > Self.scratchCapacity { scratchUsed = 0 }
         do {
             try scan(record)
         } catch {
@@ -112,7 +126,6 @@ public final class EventDecoder {
     @inline(__always)
     private func scan(_ record: UnsafeRawBufferPointer) throws(JSONSyntaxError) {
         for k in 0..<Field.allCases.count { fields[k] = RawField() }
-        scratchUsed = 0
         var s = JSONScanner(record)
         base = s.base
         s.skipWhitespace()

@@ -223,8 +223,9 @@ final class DedupeWindow {
                 }
             }
             current.table.add(base[k])
+            base[k] = .empty
         }
-        staging.clear()
+        staging.count = 0
     }
 
     /// The previous generation is forgotten; the current one becomes previous.

@@ -1,8 +1,35 @@
+/// One input record: its value, Kafka key, offset and timestamp. The bytes must stay valid
+/// while `PartitionProcessor.process` runs.
+public struct InputRecord {
+    public var value: UnsafeRawBufferPointer
+    public var key: UnsafeRawBufferPointer?
+    public var offset: Int64
+    /// The Kafka record's timestamp (epoch ms), or `InputRecord.noTimestamp`.
+    public var timestampMs: Int64
+    /// The record's true size when `value` holds only its head (an overlong input line).
+    public var fullLength: Int
+
+    public static let noTimestamp = Int64.min
+
+    public init(value: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer? = nil, offset: Int64,
+                timestampMs: Int64 = InputRecord.noTimestamp, fullLength: Int? = nil) {
+        self.value = value
+        self.key = key
+        self.offset = offset
+        self.timestampMs = timestampMs
+        self.fullLength = fullLength ?? value.count
+    }
+}
+
 /// Judges the records of one input partition in log order (CONTRACT.md, "How one record is
 /// judged"): decode (checks 1–2), future timestamp (3), then the engine (4–6). Writes the
 /// overage records and dead letters each record produces into an `OutputBatch` and counts
 /// every outcome. Used as is by `packmeter rate` and by each shard of the streaming worker,
 /// so both produce the same bytes for the same log.
+///
+/// Records are handled in chunks: first every record of the chunk is decoded (and its
+/// account interned, its id fingerprinted), then the events are applied in log order with
+/// the engine's memory for the calls a few places ahead already requested.
 public final class PartitionProcessor {
     public let engine: PartitionEngine
     public let decoder: EventDecoder
@@ -13,7 +40,19 @@ public final class PartitionProcessor {
     public private(set) var counters = ProcessingCounters()
 
     private let sourcePrefix: [UInt8]
-    private var event = DecodedEvent()
+
+    /// A decoded record waiting to be applied.
+    struct Pending {
+        var event: DecodedEvent
+        var call: CallEvent
+        /// Index into `rejections`, or -1 when the record decoded.
+        var rejection: Int32
+        var record: Int32
+    }
+
+    static let chunkMax = 128
+    private let pending: UnsafeMutablePointer<Pending>
+    private var rejections: [Rejection] = []
 
     public static let payloadBytesMax = 65_536
 
@@ -30,66 +69,130 @@ public final class PartitionProcessor {
         prefix.append(decimal: Int(partition))
         prefix.append(raw: ",\"offset\":")
         sourcePrefix = prefix.array
+        pending = .allocate(capacity: Self.chunkMax)
+        let blank = Pending(event: DecodedEvent(),
+                            call: CallEvent(account: AccountID(0), pack: PackIndex(0), ts: 0, count: 0, billable: false,
+                                            id: Fingerprint128(high: 0, low: 0)),
+                            rejection: -1, record: 0)
+        pending.initialize(repeating: blank, count: Self.chunkMax)
     }
 
-    /// Processes one record. `recordTimestampMs` is the Kafka record's timestamp, or nil
-    /// where there is none (`rate`): then check 3 is skipped. `fullLength` is the record's
-    /// true size when only its head is passed (an overlong input line).
+    deinit {
+        pending.deinitialize(count: Self.chunkMax)
+        pending.deallocate()
+    }
+
+    /// Processes one record (a batch of one).
     public func process(_ record: UnsafeRawBufferPointer, fullLength: Int? = nil, key: UnsafeRawBufferPointer?, offset: Int64,
                         recordTimestampMs: Int64?, into out: OutputBatch) {
-        counters.recordsRead += 1
+        var input = InputRecord(value: record, key: key, offset: offset,
+                                timestampMs: recordTimestampMs ?? InputRecord.noTimestamp, fullLength: fullLength)
+        withUnsafePointer(to: &input) { process(UnsafeBufferPointer(start: $0, count: 1), into: out) }
+    }
+
+    /// Processes `records` in order; their outputs are appended to `out` in the same order.
+    public func process(_ records: UnsafeBufferPointer<InputRecord>, into out: OutputBatch) {
+        var start = 0
+        while start < records.count {
+            start = processChunk(records, from: start, into: out)
+        }
+    }
+
+    /// Decodes a chunk starting at `start`, applies it, and returns where the next begins.
+    private func processChunk(_ records: UnsafeBufferPointer<InputRecord>, from start: Int, into out: OutputBatch) -> Int {
+        decoder.beginBatch()
+        rejections.removeAll(keepingCapacity: true)
+        var n = 0
+        var index = start
+        while index < records.count && n < Self.chunkMax && decoder.hasRoomForAnotherRecord {
+            decode(records[index], index: index, into: pending + n)
+            n += 1
+            index += 1
+        }
+        counters.recordsRead += UInt64(n)
+        let distance = PartitionEngine.prefetchDistance
+        for k in 0..<min(distance, n) where pending[k].rejection < 0 && pending[k].event.type == .call {
+            engine.prefetch(pending[k].call)
+        }
+        for k in 0..<n {
+            if k + distance < n, pending[k + distance].rejection < 0, pending[k + distance].event.type == .call {
+                engine.prefetch(pending[k + distance].call)
+            }
+            apply(pending + k, record: records[Int(pending[k].record)], into: out)
+        }
+        return index
+    }
+
+    /// Checks 1–3: decode, then the record timestamp.
+    @inline(__always)
+    private func decode(_ record: InputRecord, index: Int, into slot: UnsafeMutablePointer<Pending>) {
+        slot.pointee.record = Int32(index)
+        slot.pointee.rejection = -1
         do {
-            try decoder.decode(record, fullLength: fullLength, into: &event)
+            try decoder.decode(record.value, fullLength: record.fullLength == record.value.count ? nil : record.fullLength,
+                               into: &slot.pointee.event)
         } catch {
-            deadLetter(error, record: record, key: key, offset: offset, into: out)
+            slot.pointee.rejection = Int32(rejections.count)
+            rejections.append(error)
             return
         }
-        if let recordTimestampMs, event.ts > recordTimestampMs &+ maxFutureSkewMs {
+        let event = slot.pointee.event
+        if record.timestampMs != InputRecord.noTimestamp, event.ts > record.timestampMs &+ maxFutureSkewMs {
             let calendar = engine.calendar
-            let detail = "ts \(calendar.formatTimestamp(event.ts)) is \(DurationText.format(milliseconds: event.ts - recordTimestampMs)) after the record's timestamp \(calendar.formatTimestamp(recordTimestampMs)); at most \(DurationText.format(milliseconds: maxFutureSkewMs)) is allowed (--max-future-skew)"
-            deadLetter(Rejection(.futureTimestamp, detail), record: record, key: key, offset: offset, into: out)
+            let detail = "ts \(calendar.formatTimestamp(event.ts)) is \(DurationText.format(milliseconds: event.ts - record.timestampMs)) after the record's timestamp \(calendar.formatTimestamp(record.timestampMs)); at most \(DurationText.format(milliseconds: maxFutureSkewMs)) is allowed (--max-future-skew)"
+            slot.pointee.rejection = Int32(rejections.count)
+            rejections.append(Rejection(.futureTimestamp, detail))
             return
         }
-        let account = engine.intern(account: event.account)
-        let fingerprint = Fingerprint128(event.id)
-        switch event.type {
+        slot.pointee.call = CallEvent(account: engine.intern(account: event.account), pack: event.pack, ts: event.ts,
+                                      count: event.count, billable: event.billable, id: Fingerprint128(event.id))
+    }
+
+    /// Checks 4–6 and the outputs.
+    @inline(__always)
+    private func apply(_ p: UnsafeMutablePointer<Pending>, record: InputRecord, into out: OutputBatch) {
+        if p.pointee.rejection >= 0 {
+            deadLetter(rejections[Int(p.pointee.rejection)], record: record, into: out)
+            return
+        }
+        let call = p.pointee.call
+        switch p.pointee.event.type {
         case .call:
-            let d = engine.apply(CallEvent(account: account, pack: event.pack, ts: event.ts, count: event.count,
-                                           billable: event.billable, id: fingerprint))
+            let d = engine.apply(call)
             switch d.status {
             case .applied:
                 counters.applied += 1
                 counters.callsFree += UInt64(d.free)
                 counters.callsPrepaid += UInt64(d.prepaid)
                 counters.callsOverage += UInt64(d.overage)
-                if d.overage > 0 { writeOverage(d, offset: offset, into: out) }
+                if d.overage > 0 { writeOverage(d, event: p.pointee.event, offset: record.offset, into: out) }
             case .nonBillable:
                 counters.nonBillable += 1
             case .duplicate:
                 counters.duplicates += 1
             case .tooLate:
-                deadLetter(tooLate(d.month), record: record, key: key, offset: offset, into: out)
+                deadLetter(tooLate(d.month), record: record, into: out)
             }
         case .purchase:
-            count(engine.applyPurchase(account: account, id: event.id, fingerprint: fingerprint, pack: event.pack,
+            let event = p.pointee.event
+            count(engine.applyPurchase(account: call.account, id: event.id, fingerprint: call.id, pack: event.pack,
                                        quantity: event.quantity, ts: event.ts, effective: event.effective, expires: event.expires),
-                  record: record, key: key, offset: offset, into: out)
+                  record: record, into: out)
         case .refund:
-            count(engine.applyRefund(account: account, fingerprint: fingerprint, purchase: event.purchase, ts: event.ts),
-                  record: record, key: key, offset: offset, into: out)
+            count(engine.applyRefund(account: call.account, fingerprint: call.id, purchase: p.pointee.event.purchase, ts: call.ts),
+                  record: record, into: out)
         case .suspend, .resume:
-            count(engine.applySuspension(account: account, fingerprint: fingerprint, ts: event.ts, suspended: event.type == .suspend),
-                  record: record, key: key, offset: offset, into: out)
+            count(engine.applySuspension(account: call.account, fingerprint: call.id, ts: call.ts,
+                                         suspended: p.pointee.event.type == .suspend),
+                  record: record, into: out)
         }
     }
 
-    private func count(_ outcome: AccountEventOutcome, record: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer?,
-                       offset: Int64, into out: OutputBatch) {
+    private func count(_ outcome: AccountEventOutcome, record: InputRecord, into out: OutputBatch) {
         switch outcome {
         case .applied: counters.applied += 1
         case .duplicate: counters.duplicates += 1
-        case let .refundRejected(detail):
-            deadLetter(Rejection(.refundRejected, detail), record: record, key: key, offset: offset, into: out)
+        case let .refundRejected(detail): deadLetter(Rejection(.refundRejected, detail), record: record, into: out)
         }
     }
 
@@ -99,7 +202,7 @@ public final class PartitionProcessor {
     }
 
     /// `{"v":1,"id":…,"account":…,"pack":…,"action":…,"month":…,"ts":…,"count":…,"source":{…}}`
-    private func writeOverage(_ d: Deduction, offset: Int64, into out: OutputBatch) {
+    private func writeOverage(_ d: Deduction, event: DecodedEvent, offset: Int64, into out: OutputBatch) {
         let catalog = engine.catalog
         let key = out.begin(key: event.account)
         let w = out.bytes
@@ -126,20 +229,19 @@ public final class PartitionProcessor {
 
     /// `{"v":1,"reason":…,"detail":…,"source":{…},"payload":…}`; the payload is the original
     /// bytes as a JSON string, cut at 64 KiB, invalid UTF-8 replaced by U+FFFD.
-    private func deadLetter(_ rejection: Rejection, record: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer?,
-                            offset: Int64, into out: OutputBatch) {
+    private func deadLetter(_ rejection: Rejection, record: InputRecord, into out: OutputBatch) {
         counters[rejection.reason] += 1
-        let k = out.begin(key: key)
+        let k = out.begin(key: record.key)
         let w = out.bytes
         w.append(raw: "{\"v\":1,\"reason\":\"")
         w.append(raw: rejection.reason.rawValue)
         w.append(raw: "\",\"detail\":")
         w.append(jsonString: rejection.detail)
         w.append(sourcePrefix)
-        w.append(decimal: offset)
+        w.append(decimal: record.offset)
         w.append(raw: "},\"payload\":")
-        w.append(jsonString: UnsafeRawBufferPointer(rebasing: record[0..<min(record.count, Self.payloadBytesMax)]))
+        w.append(jsonString: UnsafeRawBufferPointer(rebasing: record.value[0..<min(record.value.count, Self.payloadBytesMax)]))
         w.append(UInt8(ascii: "}"))
-        out.finish(kind: .deadLetter, sourceOffset: offset, key: k)
+        out.finish(kind: .deadLetter, sourceOffset: record.offset, key: k)
     }
 }
