@@ -11,6 +11,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // Prefetch hints and huge-page table allocation for the engine's hot tables.
@@ -25,6 +27,14 @@ let package = Package(
                 // its tables cost more than the rules themselves.
                 .unsafeFlags(["-enforce-exclusivity=unchecked"]),
             ]
+        ),
+        // The C boundary: librdkafka (Debian's librdkafka-dev, with its mock cluster) and lz4.
+        .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        // The one Swift layer that owns librdkafka handles; nothing above it sees a C pointer.
+        .target(
+            name: "PackMeterKafka",
+            dependencies: ["CRdKafka", .product(name: "Logging", package: "swift-log")]
         ),
         // Files, clocks and jobs around the core: `rate`'s reader and writers.
         .target(

@@ -32,11 +32,19 @@ final class Ledger {
     private let batch = OutputBatch()
 
     init(zone: String = "Asia/Shanghai", latenessMs: Int64 = 72 * 3_600_000, catalog: Catalog = builtinCatalog,
-         dedupeCapacity: Int = PartitionEngine.dedupeCapacityDefault, topic: String = "ocr.usage", partition: Int32 = 0) {
+         dedupeCapacity: Int = PartitionEngine.dedupeCapacityDefault, topic: String = "ocr.usage", partition: Int32 = 0,
+         engine: PartitionEngine? = nil) {
         let configuration = EngineConfiguration(catalog: catalog, calendar: calendar(zone), allowedLatenessMs: latenessMs,
                                                 dedupeCapacity: dedupeCapacity)
-        processor = configuration.makeProcessor(topic: topic, partition: partition)
+        if let engine {
+            processor = PartitionProcessor(engine: engine, topic: topic, partition: partition)
+        } else {
+            processor = configuration.makeProcessor(topic: topic, partition: partition)
+        }
     }
+
+    /// Moves the next record's offset on by `records` (as a restored partition resumes).
+    func skip(_ records: Int) { offset += Int64(records) }
 
     var engine: PartitionEngine { processor.engine }
     var counters: ProcessingCounters { processor.counters }

@@ -11,10 +11,10 @@ public struct AccountID: Hashable, Sendable {
 /// at load ≤ 1/2; each slot holds 32 bits of the hash beside the account number, so a probe
 /// compares bytes only on a likely match. Account ids live back to back in one arena.
 final class AccountDirectory {
-    private let arena = FlatBuffer<UInt8>(capacity: 1 << 16)
-    private let starts = FlatBuffer<UInt32>(capacity: 1024)
-    private var slots: FlatBuffer<UInt64>
-    private var mask: Int
+    var arena = FlatBuffer<UInt8>(capacity: 1 << 16)
+    var starts = FlatBuffer<UInt32>(capacity: 1024)
+    var slots: FlatBuffer<UInt64>
+    var mask: Int
 
     init(expectedAccounts: Int = 1024) {
         var size = 1024

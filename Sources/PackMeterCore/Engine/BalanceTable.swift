@@ -25,10 +25,10 @@ final class BalanceTable {
         var monthTag: UInt16 { UInt16(truncatingIfNeeded: key) }
     }
 
-    private(set) var slots: FlatBuffer<Slot>
-    private(set) var count = 0
-    private var size: Int
-    private var growAt: Int
+    var slots: FlatBuffer<Slot>
+    var count = 0
+    var size: Int
+    var growAt: Int
 
     init(initialSize: Int = 1024) {
         size = max(initialSize, 16)

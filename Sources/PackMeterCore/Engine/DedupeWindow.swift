@@ -51,9 +51,15 @@ final class DedupeWindow {
         var count = 0
 
         init(size: Int) {
+            self.init(slots: FlatBuffer(repeating: .empty, count: size), count: 0)
+        }
+
+        init(slots: FlatBuffer<Slot>, count: Int) {
+            let size = slots.count
             precondition(size.nonzeroBitCount == 1 && size >= 2)
-            slots = FlatBuffer(repeating: .empty, count: size)
+            self.slots = slots
             shift = UInt64(64 - size.trailingZeroBitCount)
+            self.count = count
         }
 
         var size: Int { slots.count }
@@ -110,6 +116,13 @@ final class DedupeWindow {
             monthCounts = [UInt32](repeating: 0, count: 4096)
         }
 
+        init(table: Table, count: Int, filter: BloomFilter, monthCounts: [UInt32]) {
+            self.table = table
+            self.count = count
+            self.filter = filter
+            self.monthCounts = monthCounts
+        }
+
         mutating func clear() {
             table.clear()
             count = 0
@@ -124,14 +137,14 @@ final class DedupeWindow {
     let tableSizeMax: Int
     /// Bits in each generation's filter: 16 per id of capacity, a power of two.
     let filterBits: Int
-    private(set) var current: Generation
-    private(set) var previous: Generation
+    var current: Generation
+    var previous: Generation
     /// New ids of the current generation not yet in its table.
-    private var staging: Table
+    var staging: Table
     private let stagingLimit: Int
-    private(set) var evictedIDs: UInt64 = 0
-    private(set) var evictedOpenMonthIDs: UInt64 = 0
-    private(set) var rotations: UInt64 = 0
+    var evictedIDs: UInt64 = 0
+    var evictedOpenMonthIDs: UInt64 = 0
+    var rotations: UInt64 = 0
 
     static let initialTableSize = 1024
     static let stagingSize = 1 << 14
@@ -308,8 +321,12 @@ struct BloomFilter {
     let blockMask: Int
 
     init(bits: Int) {
-        words = FlatBuffer(repeating: 0, count: bits / 64)
-        blockMask = bits / 512 - 1
+        self.init(words: FlatBuffer(repeating: 0, count: bits / 64))
+    }
+
+    init(words: FlatBuffer<UInt64>) {
+        self.words = words
+        blockMask = words.count / 8 - 1
     }
 
     @inline(__always)

@@ -80,15 +80,15 @@ public final class PartitionEngine {
     var prepaidIDs: [[UInt8]] = []
     var prepaidFreeList = PartitionEngine.noPack
     var expiryHeap = ExpiryHeap()
-    public private(set) var livePrepaidCount = 0
+    public internal(set) var livePrepaidCount = 0
 
     let dedupe: DedupeWindow
 
     /// The newest `ts` of the events applied on this partition (CONTRACT.md, watermark).
-    public private(set) var watermark: Int64 = .min
+    public internal(set) var watermark: Int64 = .min
     /// Months before this one are closed.
-    public private(set) var firstOpenMonth: BillingMonth
-    private var nextCloseAt: Int64
+    public internal(set) var firstOpenMonth: BillingMonth
+    var nextCloseAt: Int64
 
     private var cachedMonthStart: Int64 = 1
     private var cachedMonthEnd: Int64 = 0

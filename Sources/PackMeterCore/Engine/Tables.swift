@@ -11,6 +11,9 @@ struct PrepaidSlot: BitwiseCopyable {
     var remaining: UInt32
     var pack: UInt16
     var live: Bool
+    /// Explicit padding, always zero, so a saved slot's bytes are fully determined.
+    var reserved8: UInt8 = 0
+    var reserved32: UInt32 = 0
 
     static let nextOffset = MemoryLayout<PrepaidSlot>.offset(of: \PrepaidSlot.next)!
 }

@@ -1,0 +1,279 @@
+import CRdKafka
+import Logging
+
+/// A Kafka consumer: a consumer group member (`subscribe`) or a manually assigned reader
+/// (`assign`). Owns its `rd_kafka_t`. Used from one thread: `poll` serves the rebalance
+/// callback on the calling thread, so the handler runs where the partitions' state lives.
+public final class KafkaConsumer: @unchecked Sendable {
+    /// A partition assignment change. For `assigned`, the handler returns where to start
+    /// reading each partition (`KafkaOffset.beginning` or an offset); for `revoked` it
+    /// finishes the partitions' work (checkpoint, commit) before they go; `lost` means the
+    /// group moved on without us (no commit is possible).
+    public enum RebalanceEvent: Sendable {
+        case assigned([TopicPartition])
+        case revoked([TopicPartition])
+        case lost([TopicPartition])
+    }
+
+    public typealias RebalanceHandler = (RebalanceEvent) throws -> [TopicPartition: Int64]
+
+    final class Context: HandleContext, @unchecked Sendable {
+        var rebalance: RebalanceHandler?
+        /// An error raised inside a callback, rethrown by the next `poll`.
+        var pendingError: Error?
+    }
+
+    let handle: OpaquePointer
+    private let queue: OpaquePointer
+    private let context: Context
+    private var closed = false
+    public let logger: Logger
+
+    /// - Parameters:
+    ///   - groupID: the consumer group, or nil for a reader that only uses `assign`.
+    public init(bootstrapServers: String, groupID: String?, configuration extra: KafkaConfiguration = KafkaConfiguration(),
+                logger: Logger, rebalance: RebalanceHandler? = nil) throws(KafkaError) {
+        var configuration = KafkaConfiguration([
+            ("bootstrap.servers", bootstrapServers),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("enable.partition.eof", "false"),
+            ("allow.auto.create.topics", "false"),
+            ("fetch.max.bytes", "52428800"),
+            ("max.partition.fetch.bytes", "4194304"),
+            ("queued.min.messages", "200000"),
+        ])
+        configuration.set("group.id", groupID ?? "packmeter-reader")
+        for (name, value) in extra.properties { configuration.set(name, value) }
+        let conf = try configuration.make()
+        context = Context(logger: logger)
+        context.rebalance = rebalance
+        self.logger = logger
+        rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(context).toOpaque())
+        LogSink.install(on: conf)
+        if rebalance != nil {
+            rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
+                guard let rk, let partitions, let opaque else { return }
+                let context = Unmanaged<Context>.fromOpaque(opaque).takeUnretainedValue()
+                KafkaConsumer.serveRebalance(rk: rk, err: err, partitions: partitions, context: context)
+            }
+        }
+        var errorText = [CChar](repeating: 0, count: 512)
+        guard let rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, &errorText, errorText.count) else {
+            rd_kafka_conf_destroy(conf)
+            let text = String(decoding: errorText.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw KafkaError(code: RD_KAFKA_RESP_ERR__FAIL.rawValue, message: text, operation: "create consumer")
+        }
+        handle = rk
+        rd_kafka_poll_set_consumer(rk)
+        queue = rd_kafka_queue_get_consumer(rk)
+    }
+
+    deinit {
+        rd_kafka_queue_destroy(queue)
+        if !closed { rd_kafka_consumer_close(handle) }
+        rd_kafka_destroy(handle)
+    }
+
+    private static func serveRebalance(rk: OpaquePointer, err: rd_kafka_resp_err_t,
+                                       partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>, context: Context) {
+        let list = PartitionList(copying: partitions)
+        let topicPartitions = list.entries.map(\.0)
+        let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
+        do {
+            switch err {
+            case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+                let starts = try context.rebalance?(.assigned(topicPartitions)) ?? [:]
+                let assignment = PartitionList(topicPartitions.map { ($0, starts[$0] ?? KafkaOffset.stored) })
+                if cooperative {
+                    if let error = rd_kafka_incremental_assign(rk, assignment.pointer) {
+                        throw KafkaError(consuming: error, operation: "assign \(topicPartitions)")
+                    }
+                } else {
+                    let code = rd_kafka_assign(rk, assignment.pointer)
+                    if code != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(code, operation: "assign \(topicPartitions)") }
+                }
+            case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+                let lost = rd_kafka_assignment_lost(rk) != 0
+                _ = try context.rebalance?(lost ? .lost(topicPartitions) : .revoked(topicPartitions))
+                if cooperative {
+                    if let error = rd_kafka_incremental_unassign(rk, list.pointer) {
+                        throw KafkaError(consuming: error, operation: "unassign \(topicPartitions)")
+                    }
+                } else {
+                    rd_kafka_assign(rk, nil)
+                }
+            default:
+                context.logSink.logger.error("rebalance failed: \(String(cString: rd_kafka_err2str(err)))")
+                rd_kafka_assign(rk, nil)
+            }
+        } catch {
+            if context.pendingError == nil { context.pendingError = error }
+        }
+    }
+
+    /// Joins the group for `topics`; partitions arrive through the rebalance handler.
+    public func subscribe(_ topics: [String]) throws(KafkaError) {
+        let list = PartitionList(capacity: topics.count)
+        for topic in topics { list.add(TopicPartition(topic, Int32(RD_KAFKA_PARTITION_UA)), offset: KafkaOffset.invalid) }
+        let err = rd_kafka_subscribe(handle, list.pointer)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, operation: "subscribe to \(topics)") }
+    }
+
+    /// Reads exactly these partitions from these offsets (no group membership).
+    public func assign(_ partitions: [(TopicPartition, Int64)]) throws(KafkaError) {
+        let list = PartitionList(partitions)
+        let err = rd_kafka_assign(handle, list.pointer)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, operation: "assign \(partitions.map(\.0))") }
+    }
+
+    /// Waits up to `timeoutMs` for messages and fills `batch` with up to its capacity.
+    /// Rebalance callbacks run inside this call. Returns the number of messages.
+    @discardableResult
+    public func poll(into batch: MessageBatch, timeoutMs: Int32) throws -> Int {
+        batch.release()
+        let n = rd_kafka_consume_batch_queue(queue, timeoutMs, batch.buffer, batch.capacity)
+        if let error = context.pendingError {
+            context.pendingError = nil
+            if n > 0 { batch.count = n }
+            throw error
+        }
+        guard n >= 0 else { throw KafkaError(rd_kafka_last_error(), operation: "poll") }
+        batch.count = n
+        return n
+    }
+
+    /// Commits `offsets` (the next offset to read, per partition) to the group, synchronously.
+    public func commit(_ offsets: [(TopicPartition, Int64)]) throws(KafkaError) {
+        guard !offsets.isEmpty else { return }
+        let list = PartitionList(offsets)
+        let err = rd_kafka_commit(handle, list.pointer, 0)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET {
+            throw KafkaError(err, operation: "commit offsets")
+        }
+    }
+
+    /// The group's committed offsets for `partitions` (`KafkaOffset.invalid` where none).
+    public func committed(_ partitions: [TopicPartition], timeoutMs: Int32) throws(KafkaError) -> [TopicPartition: Int64] {
+        let list = PartitionList(partitions.map { ($0, KafkaOffset.invalid) })
+        let err = rd_kafka_committed(handle, list.pointer, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, operation: "read committed offsets") }
+        var result: [TopicPartition: Int64] = [:]
+        for (tp, offset, _) in list.entries { result[tp] = offset }
+        return result
+    }
+
+    /// The low and high watermarks (first and next offset) of a partition, from the broker.
+    public func watermarks(_ tp: TopicPartition, timeoutMs: Int32) throws(KafkaError) -> (low: Int64, high: Int64) {
+        try KafkaMetadata.watermarks(handle: handle, tp, timeoutMs: timeoutMs)
+    }
+
+    /// For each partition, the first offset whose timestamp is at or after `timestampMs`
+    /// (the partition's end offset if there is none).
+    public func offsets(forTime timestampMs: Int64, _ partitions: [TopicPartition], timeoutMs: Int32) throws(KafkaError) -> [TopicPartition: Int64] {
+        let list = PartitionList(partitions.map { ($0, timestampMs) })
+        let err = rd_kafka_offsets_for_times(handle, list.pointer, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, operation: "look up offsets for a time") }
+        var result: [TopicPartition: Int64] = [:]
+        for (tp, offset, code) in list.entries {
+            if code != 0 { throw KafkaError(code: code, message: "offset lookup failed for \(tp)", operation: "look up offsets for a time") }
+            result[tp] = offset
+        }
+        return result
+    }
+
+    /// The number of partitions of `topic`, or nil if the cluster does not have it.
+    public func partitionCount(_ topic: String, timeoutMs: Int32) throws(KafkaError) -> Int? {
+        try KafkaMetadata.partitionCount(handle: handle, topic, timeoutMs: timeoutMs)
+    }
+
+    /// Leaves the group (revoking partitions through the handler) and stops fetching.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        rd_kafka_consumer_close(handle)
+    }
+}
+
+/// Messages from one poll. Their bytes stay valid until the next poll or `release()`.
+public final class MessageBatch: @unchecked Sendable {
+    let buffer: UnsafeMutablePointer<UnsafeMutablePointer<rd_kafka_message_t>?>
+    public let capacity: Int
+    public internal(set) var count = 0
+
+    public init(capacity: Int = 8192) {
+        self.capacity = capacity
+        buffer = .allocate(capacity: capacity)
+        buffer.initialize(repeating: nil, count: capacity)
+    }
+
+    deinit {
+        release()
+        buffer.deallocate()
+    }
+
+    /// One message, seen through Swift types.
+    public struct Message {
+        public let partition: Int32
+        public let offset: Int64
+        public let key: UnsafeRawBufferPointer?
+        public let value: UnsafeRawBufferPointer
+        /// The record's timestamp in epoch ms, if it has one.
+        public let timestampMs: Int64?
+        /// 0, or the librdkafka error this "message" reports instead of data.
+        public let errorCode: Int32
+        let raw: UnsafeMutablePointer<rd_kafka_message_t>
+
+        public var error: KafkaError? {
+            errorCode == 0 ? nil : KafkaError(code: errorCode, message: String(cString: rd_kafka_message_errstr(raw)), operation: "consume")
+        }
+    }
+
+    public subscript(index: Int) -> Message {
+        let m = buffer[index]!
+        let value = UnsafeRawBufferPointer(start: m.pointee.payload, count: m.pointee.payload == nil ? 0 : m.pointee.len)
+        let key = m.pointee.key.map { UnsafeRawBufferPointer(start: $0, count: m.pointee.key_len) }
+        var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let ts = rd_kafka_message_timestamp(m, &type)
+        return Message(partition: m.pointee.partition, offset: m.pointee.offset, key: key, value: value,
+                       timestampMs: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts,
+                       errorCode: m.pointee.err.rawValue, raw: m)
+    }
+
+    /// Returns the messages to librdkafka.
+    public func release() {
+        for i in 0..<count {
+            if let m = buffer[i] { rd_kafka_message_destroy(m) }
+            buffer[i] = nil
+        }
+        count = 0
+    }
+}
+
+/// Metadata and watermark queries shared by consumers and producers.
+enum KafkaMetadata {
+    static func watermarks(handle: OpaquePointer, _ tp: TopicPartition, timeoutMs: Int32) throws(KafkaError) -> (low: Int64, high: Int64) {
+        var low: Int64 = 0
+        var high: Int64 = 0
+        let err = rd_kafka_query_watermark_offsets(handle, tp.topic, tp.partition, &low, &high, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, operation: "read watermarks of \(tp)") }
+        return (low, high)
+    }
+
+    static func partitionCount(handle: OpaquePointer, _ topic: String, timeoutMs: Int32) throws(KafkaError) -> Int? {
+        var metadata: UnsafePointer<rd_kafka_metadata>?
+        let err = rd_kafka_metadata(handle, 1, nil, &metadata, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, operation: "read cluster metadata") }
+        defer { rd_kafka_metadata_destroy(metadata) }
+        guard let metadata else { return nil }
+        for i in 0..<Int(metadata.pointee.topic_cnt) {
+            let t = metadata.pointee.topics[i]
+            if String(cString: t.topic) == topic {
+                return t.err == RD_KAFKA_RESP_ERR_NO_ERROR ? Int(t.partition_cnt) : nil
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,156 @@
+import CRdKafka
+import Logging
+
+/// A delivered message: where it landed, and the tag it was produced with.
+public struct DeliveryReport: Sendable {
+    public let tag: UInt64
+    public let partition: Int32
+    public let offset: Int64
+    public let errorCode: Int32
+}
+
+/// An idempotent Kafka producer with lz4 compression and batching. Owns its `rd_kafka_t`.
+///
+/// Delivery is asynchronous: `produce` queues, `poll` serves delivery reports, `flush`
+/// waits until every queued message is acknowledged. A message that could not be
+/// delivered (after librdkafka's retries) is never ignored: the first failure is kept and
+/// `flush` throws it, so whoever flushes before declaring work done learns of it.
+public final class KafkaProducer: @unchecked Sendable {
+    final class Context: HandleContext, @unchecked Sendable {
+        var delivered: UInt64 = 0
+        var failure: KafkaError?
+        var onDelivery: ((DeliveryReport) -> Void)?
+    }
+
+    let handle: OpaquePointer
+    private let context: Context
+    public let logger: Logger
+
+    public init(bootstrapServers: String, configuration extra: KafkaConfiguration = KafkaConfiguration(),
+                logger: Logger) throws(KafkaError) {
+        var configuration = KafkaConfiguration([
+            ("bootstrap.servers", bootstrapServers),
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.codec", "lz4"),
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            ("batch.size", "1048576"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("queue.buffering.max.kbytes", "1048576"),
+            ("message.timeout.ms", "300000"),
+        ])
+        for (name, value) in extra.properties { configuration.set(name, value) }
+        let conf = try configuration.make()
+        context = Context(logger: logger)
+        self.logger = logger
+        rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(context).toOpaque())
+        LogSink.install(on: conf)
+        rd_kafka_conf_set_dr_msg_cb(conf) { _, message, opaque in
+            guard let message, let opaque else { return }
+            let context = Unmanaged<Context>.fromOpaque(opaque).takeUnretainedValue()
+            let err = message.pointee.err
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR {
+                context.delivered += 1
+            } else if context.failure == nil {
+                context.failure = KafkaError(code: err.rawValue, message: String(cString: rd_kafka_err2str(err)),
+                                             operation: "deliver to \(String(cString: rd_kafka_topic_name(message.pointee.rkt)))")
+            }
+            if let onDelivery = context.onDelivery {
+                onDelivery(DeliveryReport(tag: UInt64(UInt(bitPattern: message.pointee._private)),
+                                          partition: message.pointee.partition, offset: message.pointee.offset,
+                                          errorCode: err.rawValue))
+            }
+        }
+        var errorText = [CChar](repeating: 0, count: 512)
+        guard let rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errorText, errorText.count) else {
+            rd_kafka_conf_destroy(conf)
+            let text = String(decoding: errorText.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw KafkaError(code: RD_KAFKA_RESP_ERR__FAIL.rawValue, message: text, operation: "create producer")
+        }
+        handle = rk
+    }
+
+    deinit {
+        rd_kafka_flush(handle, 5000)
+        rd_kafka_destroy(handle)
+    }
+
+    /// Called on the thread that polls, for every delivery report.
+    public var onDelivery: ((DeliveryReport) -> Void)? {
+        get { context.onDelivery }
+        set { context.onDelivery = newValue }
+    }
+
+    /// Messages acknowledged so far.
+    public var delivered: UInt64 { context.delivered }
+    /// Messages queued or in flight.
+    public var inFlight: Int { Int(rd_kafka_outq_len(handle)) }
+    /// The first delivery failure, if any.
+    public var failure: KafkaError? { context.failure }
+
+    public func topic(_ name: String) throws(KafkaError) -> ProducerTopic {
+        guard let rkt = rd_kafka_topic_new(handle, name, nil) else {
+            throw KafkaError(rd_kafka_last_error(), operation: "open topic \(name)")
+        }
+        return ProducerTopic(name: name, handle: rkt, producer: self)
+    }
+
+    /// Queues a message (copied). Partition by key when `partition` is nil. When the local
+    /// queue is full, serves delivery reports until there is room.
+    public func produce(_ topic: ProducerTopic, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer,
+                        partition: Int32? = nil, tag: UInt64 = 0) throws(KafkaError) {
+        while true {
+            let result = rd_kafka_produce(topic.handle, partition ?? RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+                                          UnsafeMutableRawPointer(mutating: value.baseAddress), value.count,
+                                          key?.baseAddress, key?.count ?? 0,
+                                          UnsafeMutableRawPointer(bitPattern: UInt(tag)))
+            if result == 0 { return }
+            let err = rd_kafka_last_error()
+            guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL else { throw KafkaError(err, operation: "produce to \(topic.name)") }
+            rd_kafka_poll(handle, 10)
+        }
+    }
+
+    /// Serves delivery reports; returns how many were served.
+    @discardableResult
+    public func poll(timeoutMs: Int32 = 0) -> Int {
+        Int(rd_kafka_poll(handle, timeoutMs))
+    }
+
+    /// Waits until every queued message is acknowledged. Throws the first delivery
+    /// failure, or a timeout if messages are still in flight after `timeoutMs`.
+    public func flush(timeoutMs: Int32) throws(KafkaError) {
+        let err = rd_kafka_flush(handle, timeoutMs)
+        if let failure = context.failure { throw failure }
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaError(code: err.rawValue, message: "\(inFlight) messages still unacknowledged after \(timeoutMs) ms",
+                             operation: "flush producer")
+        }
+    }
+
+    /// The number of partitions of `topic`, or nil if the cluster does not have it.
+    public func partitionCount(_ topic: String, timeoutMs: Int32) throws(KafkaError) -> Int? {
+        try KafkaMetadata.partitionCount(handle: handle, topic, timeoutMs: timeoutMs)
+    }
+
+    /// The low and high watermarks of a partition.
+    public func watermarks(_ tp: TopicPartition, timeoutMs: Int32) throws(KafkaError) -> (low: Int64, high: Int64) {
+        try KafkaMetadata.watermarks(handle: handle, tp, timeoutMs: timeoutMs)
+    }
+}
+
+/// A topic handle of a producer.
+public final class ProducerTopic: @unchecked Sendable {
+    public let name: String
+    let handle: OpaquePointer
+    private let producer: KafkaProducer  // outlives the topic handle
+
+    init(name: String, handle: OpaquePointer, producer: KafkaProducer) {
+        self.name = name
+        self.handle = handle
+        self.producer = producer
+    }
+
+    deinit { rd_kafka_topic_destroy(handle) }
+}
