@@ -39,7 +39,7 @@ let package = Package(
         // Files, clocks and jobs around the core: `rate`'s reader and writers.
         .target(
             name: "PackMeterRuntime",
-            dependencies: ["PackMeterCore"]
+            dependencies: ["PackMeterCore", "CLZ4", .product(name: "Logging", package: "swift-log")]
         ),
         // The command line: parses arguments and wires the targets together.
         .executableTarget(
@@ -52,7 +52,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PackMeterCoreTests",
-            dependencies: ["PackMeterCore", "PackMeterRuntime"]
+            dependencies: ["PackMeterCore", "PackMeterRuntime", .product(name: "Logging", package: "swift-log")]
         ),
     ]
 )
