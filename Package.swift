@@ -41,13 +41,26 @@ let package = Package(
             name: "PackMeterRuntime",
             dependencies: ["PackMeterCore", "CLZ4", .product(name: "Logging", package: "swift-log")]
         ),
+        // The streaming worker: `run`, `replay`, checkpoints, exactly-once outputs, HTTP.
+        .target(
+            name: "PackMeterWorker",
+            dependencies: [
+                "PackMeterCore", "PackMeterRuntime", "PackMeterKafka",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The command line: parses arguments and wires the targets together.
         .executableTarget(
             name: "packmeter",
             dependencies: [
                 "PackMeterCore",
                 "PackMeterRuntime",
+                "PackMeterKafka",
+                "PackMeterWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import CRdKafka
+import Glibc
 import Logging
 
 /// A Kafka consumer: a consumer group member (`subscribe`) or a manually assigned reader
@@ -170,6 +171,15 @@ public final class KafkaConsumer: @unchecked Sendable {
         try KafkaMetadata.watermarks(handle: handle, tp, timeoutMs: timeoutMs)
     }
 
+    /// The partition's high watermark as last seen in fetch responses (no broker request),
+    /// or nil if not known yet.
+    public func cachedHighWatermark(_ tp: TopicPartition) -> Int64? {
+        var low: Int64 = 0
+        var high: Int64 = 0
+        let err = rd_kafka_get_watermark_offsets(handle, tp.topic, tp.partition, &low, &high)
+        return err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 ? high : nil
+    }
+
     /// For each partition, the first offset whose timestamp is at or after `timestampMs`
     /// (the partition's end offset if there is none).
     public func offsets(forTime timestampMs: Int64, _ partitions: [TopicPartition], timeoutMs: Int32) throws(KafkaError) -> [TopicPartition: Int64] {
@@ -225,6 +235,12 @@ public final class MessageBatch: @unchecked Sendable {
         /// 0, or the librdkafka error this "message" reports instead of data.
         public let errorCode: Int32
         let raw: UnsafeMutablePointer<rd_kafka_message_t>
+
+        /// Whether the message is from `topic` (compares without building a String).
+        public func topicIs(_ topic: String) -> Bool {
+            guard let rkt = raw.pointee.rkt else { return false }
+            return strcmp(rd_kafka_topic_name(rkt), topic) == 0
+        }
 
         public var error: KafkaError? {
             errorCode == 0 ? nil : KafkaError(code: errorCode, message: String(cString: rd_kafka_message_errstr(raw)), operation: "consume")

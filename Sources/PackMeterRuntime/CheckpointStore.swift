@@ -198,7 +198,7 @@ public final class CheckpointStore: @unchecked Sendable {
         "\(directory)/\(Self.safeName(topic))/\(partition)"
     }
 
-    static func safeName(_ topic: String) -> String {
+    public static func safeName(_ topic: String) -> String {
         String(topic.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" ? $0 : "_" })
     }
 

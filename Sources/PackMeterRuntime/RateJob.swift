@@ -137,7 +137,7 @@ public enum Summary {
         return "  " + label.padding(20) + String(repeating: " ", count: max(0, 14 - number.count)) + number
     }
 
-    static func format2(_ v: Double) -> String {
+    public static func format2(_ v: Double) -> String {
         let hundredths = Int((v * 100).rounded())
         let fraction = hundredths % 100
         return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"

@@ -55,6 +55,11 @@ enum EnvironmentFlags {
     /// Flags each subcommand reads from the environment.
     static let bySubcommand: [String: [String]] = [
         "rate": RateCommand.environmentFlags,
+        "run": RunCommand.environmentFlags,
+        "replay": ReplayCommand.environmentFlags,
+        "mock-broker": MockBrokerCommand.environmentFlags,
+        "balances": BalancesCommand.environmentFlags,
+        "demo": DemoCommand.environmentFlags,
     ]
 
     static func apply(to arguments: [String], environment: [String: String]) -> [String] {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PackMeterCore
+import Logging
 import PackMeterRuntime
 
 @main
@@ -20,10 +21,15 @@ struct PackMeter: AsyncParsableCommand {
             Exit status: 0 done, 2 bad usage or configuration (one line on stderr says why), \
             1 a fatal runtime error.
             """,
-        subcommands: [RateCommand.self, GenerateCommand.self]
+        subcommands: [RunCommand.self, ReplayCommand.self, MockBrokerCommand.self, DemoCommand.self, RateCommand.self, BalancesCommand.self, GenerateCommand.self]
     )
 
     static func main() async {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .info
+            return handler
+        }
         let arguments = EnvironmentFlags.apply(to: Array(CommandLine.arguments.dropFirst()),
                                                environment: ProcessInfo.processInfo.environment)
         do {
@@ -51,6 +57,9 @@ struct PackMeter: AsyncParsableCommand {
             printError("packmeter: \(failure.message)")
             Foundation.exit(1)
         case let failure as IOError:
+            printError("packmeter: \(failure)")
+            Foundation.exit(1)
+        case let failure as CheckpointError:
             printError("packmeter: \(failure)")
             Foundation.exit(1)
         default:

@@ -1,0 +1,611 @@
+import Dispatch
+import Foundation
+import Logging
+import PackMeterCore
+import PackMeterKafka
+import PackMeterRuntime
+import Synchronization
+
+/// The streaming worker (`packmeter run` and `packmeter replay`): consumes the input topic,
+/// bills each input partition with its own engine (shard = partition, one writer: the
+/// worker thread), produces overage records and dead letters, and checkpoints.
+///
+/// **Guarantees.** Outputs go through an idempotent producer; nothing is done until its
+/// outputs are acknowledged: a checkpoint covering offset N is written only after every
+/// output of the records before N is acknowledged, and offsets are committed to the group
+/// only after the checkpoint covering them is durable. On (re)start each partition resumes
+/// from its newest checkpoint (or the partition's start), and the outputs already written
+/// past that checkpoint are found in the output topics and not emitted again
+/// (`OutputRecovery`): after a crash at any instant, outputs and balances are those of an
+/// uninterrupted run.
+///
+/// **Threads.** `run()` blocks its thread; librdkafka fetches and sends on its own threads;
+/// checkpoints are encoded, compressed and written on a background queue from a copy of
+/// the engine taken between batches. Readers (HTTP, status) get a published snapshot or
+/// have their queries answered by the worker thread between batches, never by locking an
+/// engine.
+public final class StreamingWorker: @unchecked Sendable {
+    public let options: WorkerOptions
+    public let logger: Logger
+    let store: CheckpointStore
+
+    private let stopRequested = Atomic<Bool>(false)
+    private let published = Mutex(WorkerStatus())
+    private let queries = Mutex<[BalanceQuery]>([])
+    private let completedWrites = Mutex<[CheckpointWrite]>([])
+    private let writerQueue = DispatchQueue(label: "packmeter.checkpoint-writer")
+
+    // Owned by the worker thread.
+    private var consumer: KafkaConsumer?
+    private var producer: KafkaProducer?
+    private var overageTopic: ProducerTopic?
+    private var dlqTopic: ProducerTopic?
+    private var shards: [Int32: Shard] = [:]
+    private var status = WorkerStatus()
+    private var retired = ProcessingCounters()
+    private var nextCheckpointAt = 0.0
+    private var nextStatusAt = 0.0
+    private var nextPublishAt = 0.0
+    private var lastStatusRecords: UInt64 = 0
+    private var lastStatusTime = 0.0
+    public private(set) var finalReport: [AccountReport] = []
+
+    struct CheckpointWrite {
+        var partition: Int32
+        var nextOffset: Int64
+        var path: String?
+        var bytes: Int
+        var error: Error?
+    }
+
+    final class BalanceQuery: @unchecked Sendable {
+        let account: String
+        let month: BillingMonth?
+        let done = DispatchSemaphore(value: 0)
+        var answer: AccountBalances?
+        init(account: String, month: BillingMonth?) {
+            self.account = account
+            self.month = month
+        }
+    }
+
+    public init(options: WorkerOptions, logger: Logger) {
+        self.options = options
+        self.logger = logger
+        store = CheckpointStore(directory: options.checkpointDirectory, keep: options.keepCheckpoints, logger: logger)
+    }
+
+    // MARK: - Public surface for readers
+
+    /// Asks the worker to finish the batch in hand, checkpoint, commit and return from `run`.
+    public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
+
+    public var isStopRequested: Bool { stopRequested.load(ordering: .relaxed) }
+
+    public var currentStatus: WorkerStatus { published.withLock { $0 } }
+
+    /// An account's balances, answered by the worker thread between batches.
+    public func balances(account: String, month: BillingMonth?, timeoutSeconds: Double = 5) -> AccountBalances?? {
+        let query = BalanceQuery(account: account, month: month)
+        queries.withLock { $0.append(query) }
+        guard query.done.wait(timeout: .now() + timeoutSeconds) == .success else { return nil }
+        return .some(query.answer)
+    }
+
+    // MARK: - Run
+
+    /// Runs until stopped (live) or until the replay range is done. Throws a fatal error.
+    public func run() throws {
+        status.startedAt = monotonicSeconds()
+        let inputPartitions = try waitForCluster()
+        let producer = try KafkaProducer(bootstrapServers: options.brokers, logger: logger)
+        self.producer = producer
+        overageTopic = try producer.topic(options.outputTopic)
+        dlqTopic = try producer.topic(options.dlqTopic)
+
+        switch options.mode {
+        case .live:
+            let consumer = try KafkaConsumer(bootstrapServers: options.brokers, groupID: options.group, logger: logger) { [unowned self] event in
+                try self.rebalance(event)
+            }
+            self.consumer = consumer
+            try consumer.subscribe([options.inputTopic])
+            logger.info("joined group '\(options.group)' on '\(options.inputTopic)' (\(inputPartitions) partitions)")
+        case let .replay(from, to):
+            let consumer = try KafkaConsumer(bootstrapServers: options.brokers, groupID: nil, logger: logger)
+            self.consumer = consumer
+            try startReplay(consumer: consumer, partitions: inputPartitions, from: from, to: to)
+        }
+        status.phase = .running
+        let now = monotonicSeconds()
+        nextCheckpointAt = now + Double(options.checkpointIntervalMs) / 1000
+        nextStatusAt = now + Double(options.statusIntervalMs) / 1000
+        lastStatusTime = now
+
+        let batch = MessageBatch(capacity: options.pollBatchMax)
+        do {
+            while !isStopRequested {
+                let n = try consumer!.poll(into: batch, timeoutMs: 100)
+                if n > 0 { try process(batch, count: n) }
+                batch.release()
+                producer.poll(timeoutMs: 0)
+                try drainCompletedWrites()
+                let t = monotonicSeconds()
+                if t >= nextCheckpointAt {
+                    try checkpointRound(final: false)
+                    nextCheckpointAt = monotonicSeconds() + Double(options.checkpointIntervalMs) / 1000
+                }
+                serveQueries()
+                if t >= nextPublishAt { publish(); nextPublishAt = t + 0.25 }
+                if t >= nextStatusAt { logStatus(); nextStatusAt = t + Double(options.statusIntervalMs) / 1000 }
+                if case .replay = options.mode, !shards.isEmpty, shards.values.allSatisfy(\.done) { break }
+            }
+        } catch {
+            batch.release()
+            status.phase = .stopped
+            publish()
+            throw error
+        }
+        batch.release()
+        try shutdown()
+    }
+
+    /// Waits for the brokers and the three topics, with backoff; returns the input topic's
+    /// partition count.
+    private func waitForCluster() throws -> Int {
+        let deadline = monotonicSeconds() + Double(options.startupTimeoutMs) / 1000
+        var delay = 0.5
+        var probe: KafkaConsumer?
+        while true {
+            let problem: String
+            switch probeCluster(&probe) {
+            case let .success(partitions): return partitions
+            case let .failure(why): problem = why.message
+            }
+            guard monotonicSeconds() + delay < deadline else {
+                throw WorkerError("gave up after \(DurationText.format(milliseconds: options.startupTimeoutMs)): \(problem)")
+            }
+            logger.warning("waiting for the cluster: \(problem); retrying in \(String(format: "%.1f", delay)) s")
+            Thread.sleep(forTimeInterval: delay)
+            delay = min(delay * 2, 10)
+        }
+    }
+
+    /// One look at the cluster: the input topic's partition count, or what is wrong.
+    private func probeCluster(_ probe: inout KafkaConsumer?) -> Result<Int, WorkerError> {
+        do {
+            if probe == nil {
+                probe = try KafkaConsumer(bootstrapServers: options.brokers, groupID: nil,
+                                          configuration: KafkaConfiguration([("log_level", "3")]), logger: logger)
+            }
+            var counts: [String: Int] = [:]
+            var missing: [String] = []
+            for topic in [options.inputTopic, options.outputTopic, options.dlqTopic] {
+                if let count = try probe!.partitionCount(topic, timeoutMs: 5000) { counts[topic] = count } else { missing.append(topic) }
+            }
+            if missing.isEmpty { return .success(counts[options.inputTopic]!) }
+            let names = missing.map { "'\($0)'" }.joined(separator: ", ")
+            return .failure(WorkerError("topic\(missing.count > 1 ? "s" : "") \(names) \(missing.count > 1 ? "do" : "does") not exist on \(options.brokers)"))
+        } catch {
+            return .failure(WorkerError("cannot reach the brokers at \(options.brokers): \(error.message) (\(error.name))"))
+        }
+    }
+
+    // MARK: - Partitions
+
+    /// A restored shard for partition `p`, from its newest checkpoint or empty.
+    private func openShard(_ p: Int32) throws -> (Shard, CheckpointHeader?) {
+        let started = monotonicSeconds()
+        let restored = try store.restore(topic: options.inputTopic, partition: p, configuration: options.engine)
+        let engine = restored?.engine ?? PartitionEngine(catalog: options.engine.catalog, calendar: options.engine.calendar,
+                                                         allowedLatenessMs: options.engine.allowedLatenessMs,
+                                                         dedupeCapacity: options.engine.dedupeCapacity)
+        let processor = PartitionProcessor(engine: engine, topic: options.inputTopic, partition: p,
+                                           maxFutureSkewMs: options.engine.maxFutureSkewMs)
+        let shard = Shard(partition: p, processor: processor, nextOffset: restored?.header.nextOffset ?? 0)
+        if let restored {
+            shard.checkpointedOffset = restored.header.nextOffset
+            shard.baseCounters = restored.header.counters
+            logger.info("restored \(options.inputTopic)[\(p)] from \(restored.path): offset \(restored.header.nextOffset), \(engine.accountCount) accounts, \(String(format: "%.2f", monotonicSeconds() - started)) s")
+        } else {
+            logger.info("no checkpoint for \(options.inputTopic)[\(p)]: starting from the beginning of the partition")
+        }
+        status.restoreSeconds += monotonicSeconds() - started
+        return (shard, restored?.header)
+    }
+
+    /// Opens shards and finds their already-written outputs. Returns where each starts.
+    private func open(_ partitions: [Int32]) throws -> [Int32: Int64] {
+        status.phase = .recovering
+        publish()
+        var opened: [(Shard, CheckpointHeader?)] = []
+        for p in partitions { opened.append(try openShard(p)) }
+        // Read back outputs from the smallest end offsets any of these checkpoints recorded.
+        var scanFrom: [String: [Int32: Int64]] = [:]
+        var fromStart = false
+        for (_, header) in opened {
+            guard let header else { fromStart = true; continue }
+            for (topic, ends) in header.outputEndOffsets {
+                for (q, end) in ends { scanFrom[topic, default: [:]][q] = min(scanFrom[topic]?[q] ?? end, end) }
+            }
+            if header.outputEndOffsets.isEmpty { fromStart = true }
+        }
+        if fromStart { scanFrom = [:] }
+        let recovery = OutputRecovery(brokers: options.brokers, inputTopic: options.inputTopic,
+                                      outputTopics: [options.outputTopic, options.dlqTopic], logger: logger)
+        let resume = Dictionary(uniqueKeysWithValues: opened.map { ($0.0.partition, $0.0.nextOffset) })
+        let found = try recovery.scan(resume: resume, scanFrom: scanFrom)
+        status.recoveryRecordsScanned += found.recordsScanned
+        status.recoverySeconds += found.seconds
+        var starts: [Int32: Int64] = [:]
+        for (shard, header) in opened {
+            shard.written = found.written[shard.partition] ?? []
+            if !shard.written.isEmpty {
+                logger.info("\(options.inputTopic)[\(shard.partition)]: \(shard.written.count) outputs past the checkpoint are already written and will not be emitted again")
+            }
+            shards[shard.partition] = shard
+            starts[shard.partition] = header == nil ? KafkaOffset.beginning : shard.nextOffset
+        }
+        logger.info("read back \(found.recordsScanned) output records in \(String(format: "%.2f", found.seconds)) s")
+        status.phase = .running
+        return starts
+    }
+
+    private func rebalance(_ event: KafkaConsumer.RebalanceEvent) throws -> [TopicPartition: Int64] {
+        switch event {
+        case let .assigned(tps):
+            let mine = tps.filter { $0.topic == options.inputTopic }.map(\.partition)
+            logger.info("assigned \(options.inputTopic) partitions \(mine.sorted())")
+            let starts = try open(mine)
+            return Dictionary(uniqueKeysWithValues: starts.map { (TopicPartition(options.inputTopic, $0.key), $0.value) })
+        case let .revoked(tps):
+            let mine = tps.map(\.partition).filter { shards[$0] != nil }
+            logger.info("revoked \(options.inputTopic) partitions \(mine.sorted()): checkpointing them")
+            try checkpointRound(final: true, only: Set(mine))
+            for p in mine { retire(p) }
+            return [:]
+        case let .lost(tps):
+            let mine = tps.map(\.partition).filter { shards[$0] != nil }
+            logger.warning("lost \(options.inputTopic) partitions \(mine.sorted()) without a rebalance; their work since the last checkpoint is dropped")
+            for p in mine { shards[p] = nil }
+            return [:]
+        }
+    }
+
+    private func retire(_ p: Int32) {
+        guard let shard = shards.removeValue(forKey: p) else { return }
+        retired.add(shard.processor.counters)
+        if status.positions[p] != nil { status.positions[p] = nil }
+    }
+
+    private func startReplay(consumer: KafkaConsumer, partitions: Int, from: WorkerOptions.Position, to: WorkerOptions.Position) throws {
+        let tps = (0..<Int32(partitions)).map { TopicPartition(options.inputTopic, $0) }
+        var stops: [Int32: Int64] = [:]
+        for tp in tps {
+            let (_, high) = try consumer.watermarks(tp, timeoutMs: 10_000)
+            stops[tp.partition] = high
+        }
+        if case let .time(ms) = to {
+            for (tp, offset) in try consumer.offsets(forTime: ms, tps, timeoutMs: 10_000) {
+                stops[tp.partition] = offset < 0 ? stops[tp.partition]! : min(offset, stops[tp.partition]!)
+            }
+        }
+        var fromOffsets: [Int32: Int64] = [:]
+        if case let .time(ms) = from {
+            for (tp, offset) in try consumer.offsets(forTime: ms, tps, timeoutMs: 10_000) {
+                fromOffsets[tp.partition] = offset < 0 ? stops[tp.partition]! : offset
+            }
+        }
+        var starts = try open(tps.map(\.partition))
+        var assignment: [(TopicPartition, Int64)] = []
+        for tp in tps {
+            let shard = shards[tp.partition]!
+            shard.stopOffset = stops[tp.partition]!
+            if shard.checkpointedOffset < 0, let start = fromOffsets[tp.partition] {
+                // No checkpoint of this replay yet: begin at --from.
+                starts[tp.partition] = start
+                shard.nextOffset = start
+            }
+            if shard.nextOffset >= shard.stopOffset! && starts[tp.partition] != KafkaOffset.beginning { shard.done = true }
+            if stops[tp.partition]! == 0 { shard.done = true }
+            assignment.append((tp, starts[tp.partition]!))
+        }
+        try consumer.assign(assignment)
+        let total = tps.reduce(Int64(0)) { sum, tp in
+            let shard = shards[tp.partition]!
+            return sum + max(0, shard.stopOffset! - max(shard.nextOffset, 0))
+        }
+        logger.info("replaying \(options.inputTopic): \(partitions) partitions, about \(total) records, into '\(options.outputTopic)' and '\(options.dlqTopic)'")
+    }
+
+    // MARK: - Processing
+
+    private func process(_ batch: MessageBatch, count: Int) throws {
+        var touched: [Shard] = []
+        for i in 0..<count {
+            let message = batch[i]
+            if let error = message.error {
+                if error.code == KafkaError.partitionEOF { continue }
+                if error.code == KafkaError.unknownTopicOrPartition || error.code == KafkaError.unknownTopic {
+                    throw WorkerError("input topic '\(options.inputTopic)' went away: \(error)")
+                }
+                logger.error("consume error: \(error)")
+                continue
+            }
+            guard let shard = shards[message.partition], !shard.done else { continue }
+            if let stop = shard.stopOffset, message.offset >= stop {
+                shard.done = true
+                continue
+            }
+            if message.offset > shard.nextOffset && shard.pending.isEmpty && shard.sawRecord {
+                let gap = message.offset - shard.nextOffset
+                status.recordsLostToRetention += UInt64(gap)
+                logger.error("\(options.inputTopic)[\(message.partition)]: records \(shard.nextOffset)..<\(message.offset) are gone from the broker (retention) and were never billed")
+            } else if !shard.sawRecord && message.offset > shard.nextOffset && shard.checkpointedOffset >= 0 {
+                let gap = message.offset - shard.nextOffset
+                status.recordsLostToRetention += UInt64(gap)
+                logger.error("\(options.inputTopic)[\(message.partition)]: resuming at \(shard.nextOffset) but the partition now starts at \(message.offset); \(gap) records were never billed")
+            }
+            shard.sawRecord = true
+            if shard.pending.isEmpty { touched.append(shard) }
+            shard.pending.append(InputRecord(value: message.value, key: message.key, offset: message.offset,
+                                             timestampMs: message.timestampMs ?? InputRecord.noTimestamp))
+            shard.nextOffset = message.offset + 1
+        }
+        for shard in touched {
+            shard.output.removeAll()
+            shard.pending.withUnsafeBufferPointer { shard.processor.process($0, into: shard.output) }
+            shard.pending.removeAll(keepingCapacity: true)
+            try emit(shard)
+            if let stop = shard.stopOffset, shard.nextOffset >= stop { shard.done = true }
+        }
+    }
+
+    /// Produces a shard's outputs, except those already in the output topics.
+    private func emit(_ shard: Shard) throws {
+        let output = shard.output
+        for entry in output.entries {
+            if shard.isWritten(entry.sourceOffset) {
+                status.outputsSuppressed += 1
+                continue
+            }
+            let topic = entry.kind == .overage ? overageTopic! : dlqTopic!
+            try producer!.produce(topic, key: output.key(of: entry), value: output.value(of: entry))
+        }
+    }
+
+    // MARK: - Checkpoints
+
+    /// Flushes the producer (every output so far acknowledged), records the output topics'
+    /// end offsets, copies each shard's engine that advanced, and hands the copies to the
+    /// writer. With `final`, waits until they are durable and commits.
+    private func checkpointRound(final: Bool, only: Set<Int32>? = nil) throws {
+        let started = monotonicSeconds()
+        let candidates = shards.values.filter { ($0.nextOffset > $0.checkpointedOffset) && (only == nil || only!.contains($0.partition)) }
+        if final {
+            // Let an earlier write of these partitions finish first.
+            writerQueue.sync {}
+            try drainCompletedWrites()
+        }
+        guard !candidates.isEmpty else { return }
+        try producer!.flush(timeoutMs: 60_000)
+        let ends = try outputEndOffsets()
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        for shard in candidates where !shard.writeInFlight {
+            let copy = EngineCopy(engine: shard.processor.engine.copy())
+            var counters = shard.baseCounters
+            counters.add(shard.processor.counters)
+            let header = CheckpointHeader(topic: options.inputTopic, partition: shard.partition, nextOffset: shard.nextOffset,
+                                          configuration: options.engine, counters: counters, createdMs: now, outputEndOffsets: ends)
+            shard.writeInFlight = true
+            let partition = shard.partition
+            let offset = shard.nextOffset
+            writerQueue.async { [store, self] in
+                var result = CheckpointWrite(partition: partition, nextOffset: offset, path: nil, bytes: 0, error: nil)
+                do {
+                    let (path, bytes) = try store.write(copy.engine, header: header)
+                    result.path = path
+                    result.bytes = bytes
+                } catch {
+                    result.error = error
+                }
+                self.completedWrites.withLock { $0.append(result) }
+            }
+        }
+        let stallMs = (monotonicSeconds() - started) * 1000
+        status.lastCheckpointStallMs = stallMs
+        status.maxCheckpointStallMs = max(status.maxCheckpointStallMs, stallMs)
+        if final {
+            writerQueue.sync {}
+            try drainCompletedWrites()
+        }
+    }
+
+    /// Every output partition's end offset, after a flush.
+    private func outputEndOffsets() throws -> [String: [Int32: Int64]] {
+        var ends: [String: [Int32: Int64]] = [:]
+        for topic in [options.outputTopic, options.dlqTopic] {
+            let count = try producer!.partitionCount(topic, timeoutMs: 10_000) ?? 0
+            for q in 0..<Int32(count) {
+                ends[topic, default: [:]][q] = try producer!.watermarks(TopicPartition(topic, q), timeoutMs: 10_000).high
+            }
+        }
+        return ends
+    }
+
+    /// Marks durable checkpoints and commits the offsets they cover.
+    private func drainCompletedWrites() throws {
+        let done = completedWrites.withLock { list -> [CheckpointWrite] in
+            defer { list.removeAll() }
+            return list
+        }
+        guard !done.isEmpty else { return }
+        var commits: [(TopicPartition, Int64)] = []
+        for write in done {
+            if let error = write.error { throw WorkerError("cannot write a checkpoint of \(options.inputTopic)[\(write.partition)]: \(error)") }
+            status.checkpointsWritten += 1
+            status.checkpointBytes = write.bytes
+            status.lastCheckpointPath = write.path
+            guard let shard = shards[write.partition] else { continue }
+            shard.writeInFlight = false
+            shard.checkpointedOffset = max(shard.checkpointedOffset, write.nextOffset)
+            commits.append((TopicPartition(options.inputTopic, write.partition), write.nextOffset))
+        }
+        if case .live = options.mode, !commits.isEmpty {
+            do {
+                try consumer?.commit(commits)
+            } catch {
+                // A failed commit only delays lag reporting: positions come from checkpoints.
+                logger.warning("could not commit offsets: \(error)")
+            }
+        }
+    }
+
+    // MARK: - Stop
+
+    private func shutdown() throws {
+        status.phase = .stopping
+        publish()
+        logger.info("stopping: writing checkpoints")
+        try checkpointRound(final: true)
+        finalReport = busiestAccounts(limit: 10)
+        if case .live = options.mode {
+            consumer?.close()
+        }
+        for p in Array(shards.keys) { retire(p) }
+        try producer?.flush(timeoutMs: 60_000)
+        status.phase = .stopped
+        publish()
+        logger.info("stopped cleanly")
+    }
+
+    /// The accounts with the most billable calls across this worker's partitions.
+    private func busiestAccounts(limit: Int) -> [AccountReport] {
+        var reports: [AccountReport] = []
+        for shard in shards.values {
+            let engine = shard.processor.engine
+            for account in engine.accountsWithState() {
+                let b = engine.balances(of: account)
+                let calls = b.months.reduce(UInt64(0)) { sum, m in m.packs.reduce(sum) { $0 + $1.freeUsed + $1.prepaidUsed + $1.overage } }
+                reports.append(AccountReport(account: b.account, partition: shard.partition, billableCalls: calls, balances: b))
+            }
+        }
+        return Array(reports.sorted { $0.billableCalls > $1.billableCalls }.prefix(limit))
+    }
+
+    // MARK: - Readers
+
+    private func serveQueries() {
+        let pending = queries.withLock { list -> [BalanceQuery] in
+            defer { list.removeAll() }
+            return list
+        }
+        for query in pending {
+            for shard in shards.values {
+                if let b = shard.processor.engine.balances(ofAccountNamed: query.account, month: query.month) {
+                    query.answer = b
+                    break
+                }
+            }
+            query.done.signal()
+        }
+    }
+
+    private func publish() {
+        var counters = retired
+        var accounts = 0
+        var balances = 0
+        var remembered = 0
+        var evictions: (UInt64, UInt64) = (0, 0)
+        for shard in shards.values {
+            counters.add(shard.baseCounters)
+            counters.add(shard.processor.counters)
+            let engine = shard.processor.engine
+            accounts += engine.accountCount
+            balances += engine.liveBalanceCount
+            remembered += engine.rememberedIDs
+            evictions.0 += engine.dedupeEvictions.all
+            evictions.1 += engine.dedupeEvictions.openMonth
+            let end = consumer?.cachedHighWatermark(TopicPartition(options.inputTopic, shard.partition))
+            status.positions[shard.partition] = (shard.nextOffset, end.map { max($0, shard.nextOffset) } ?? (shard.stopOffset))
+        }
+        status.counters = counters
+        status.accounts = accounts
+        status.liveBalances = balances
+        status.rememberedIDs = remembered
+        status.dedupeEvictions = evictions.0
+        status.dedupeEvictionsOpenMonth = evictions.1
+        status.assignedPartitions = shards.keys.sorted()
+        status.updatedAt = monotonicSeconds()
+        let snapshot = status
+        published.withLock { $0 = snapshot }
+    }
+
+    private func logStatus() {
+        publish()
+        let now = monotonicSeconds()
+        let read = status.counters.recordsRead
+        let rate = Double(read - min(read, lastStatusRecords)) / max(now - lastStatusTime, 0.001)
+        lastStatusRecords = read
+        lastStatusTime = now
+        logger.info("status", metadata: [
+            "records_per_s": "\(Int(rate))",
+            "records": "\(read)",
+            "lag": "\(status.lag)",
+            "partitions": "\(status.assignedPartitions.count)",
+            "accounts": "\(status.accounts)",
+            "overage_calls": "\(status.counters.callsOverage)",
+            "dead_letters": "\(status.counters.rejectedTotal)",
+            "checkpoint_stall_ms": "\(Int(status.lastCheckpointStallMs))",
+        ])
+    }
+}
+
+/// An engine copy on its way to the checkpoint writer. Sound as `@unchecked Sendable`: the
+/// copy is made for the writer and nothing else keeps a reference to it.
+struct EngineCopy: @unchecked Sendable {
+    let engine: PartitionEngine
+}
+
+/// One input partition's engine and position, owned by the worker thread.
+final class Shard {
+    let partition: Int32
+    let processor: PartitionProcessor
+    /// The next input offset to process.
+    var nextOffset: Int64
+    /// The offset the newest durable checkpoint covers (-1: none).
+    var checkpointedOffset: Int64 = -1
+    var writeInFlight = false
+    /// Counters of the run that wrote the checkpoint this shard was restored from.
+    var baseCounters = ProcessingCounters()
+    /// Replay: stop before this offset.
+    var stopOffset: Int64?
+    var done = false
+    var sawRecord = false
+    /// Input offsets whose output is already in the output topics, ascending.
+    var written: [Int64] = []
+    private var writtenCursor = 0
+    var pending: [InputRecord] = []
+    let output = OutputBatch()
+
+    init(partition: Int32, processor: PartitionProcessor, nextOffset: Int64) {
+        self.partition = partition
+        self.processor = processor
+        self.nextOffset = nextOffset
+        pending.reserveCapacity(8192)
+    }
+
+    /// Whether the output of input offset `offset` is already written. Offsets are asked in
+    /// increasing order.
+    @inline(__always)
+    func isWritten(_ offset: Int64) -> Bool {
+        guard writtenCursor < written.count else { return false }
+        while writtenCursor < written.count && written[writtenCursor] < offset { writtenCursor += 1 }
+        if writtenCursor < written.count && written[writtenCursor] == offset {
+            writtenCursor += 1
+            if writtenCursor == written.count { written = [] ; writtenCursor = 0 }
+            return true
+        }
+        return false
+    }
+}

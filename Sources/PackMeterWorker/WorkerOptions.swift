@@ -1,0 +1,42 @@
+import PackMeterCore
+
+/// How a worker runs: the CONTRACT.md flags of `run` and `replay`.
+public struct WorkerOptions: Sendable {
+    public enum Mode: Sendable, Equatable {
+        /// A consumer group member on the input topic, until stopped.
+        case live
+        /// Every partition of the input topic from `from` to `to`, then exit.
+        case replay(from: Position, to: Position)
+    }
+
+    public enum Position: Sendable, Equatable {
+        case earliest
+        case end
+        /// Epoch milliseconds, mapped to offsets with the broker's timestamp index.
+        case time(Int64)
+    }
+
+    public var brokers: String
+    public var inputTopic = "ocr.usage"
+    public var outputTopic = "ocr.overage"
+    public var dlqTopic = "ocr.usage.dlq"
+    public var group = "packmeter"
+    public var checkpointDirectory = "./checkpoints"
+    public var checkpointIntervalMs: Int64 = 5000
+    public var keepCheckpoints = 3
+    public var engine: EngineConfiguration
+    public var httpAddress: String?
+    public var statusIntervalMs: Int64 = 10_000
+    /// How long to wait for the brokers and topics at start before giving up.
+    public var startupTimeoutMs: Int64 = 60_000
+    public var mode: Mode = .live
+    /// Records polled at once.
+    public var pollBatchMax = 8192
+    /// Print a progress line (replay) on standard error.
+    public var progress = true
+
+    public init(brokers: String, engine: EngineConfiguration) {
+        self.brokers = brokers
+        self.engine = engine
+    }
+}

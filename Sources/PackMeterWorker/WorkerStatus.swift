@@ -1,0 +1,47 @@
+import PackMeterCore
+
+/// What the worker publishes for readers (status line, HTTP, metrics, the demo), refreshed
+/// by the worker thread between batches.
+public struct WorkerStatus: Sendable {
+    public enum Phase: String, Sendable {
+        case starting, recovering, running, stopping, stopped
+    }
+
+    public var phase = Phase.starting
+    public var counters = ProcessingCounters()
+    public var assignedPartitions: [Int32] = []
+    /// Per partition: next offset to read and the partition's end as last seen.
+    public var positions: [Int32: (next: Int64, end: Int64?)] = [:]
+    public var accounts = 0
+    public var liveBalances = 0
+    public var rememberedIDs = 0
+    public var dedupeEvictions: UInt64 = 0
+    public var dedupeEvictionsOpenMonth: UInt64 = 0
+    public var outputsSuppressed: UInt64 = 0
+    public var recordsLostToRetention: UInt64 = 0
+    public var checkpointsWritten = 0
+    public var checkpointBytes = 0
+    public var lastCheckpointStallMs = 0.0
+    public var maxCheckpointStallMs = 0.0
+    public var lastCheckpointPath: String?
+    public var recoveryRecordsScanned = 0
+    public var recoverySeconds = 0.0
+    public var restoreSeconds = 0.0
+    public var startedAt = 0.0
+    public var updatedAt = 0.0
+
+    public init() {}
+
+    /// Records behind the partitions' ends, where known.
+    public var lag: Int64 {
+        positions.values.reduce(0) { $0 + max(0, ($1.end ?? $1.next) - $1.next) }
+    }
+}
+
+/// The end-of-run picture the demo prints: the busiest accounts and their balances.
+public struct AccountReport: Sendable {
+    public var account: String
+    public var partition: Int32
+    public var billableCalls: UInt64
+    public var balances: AccountBalances
+}

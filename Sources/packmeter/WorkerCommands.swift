@@ -1,0 +1,302 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PackMeterCore
+import PackMeterKafka
+import PackMeterRuntime
+import PackMeterWorker
+import ServiceLifecycle
+
+/// The flags `run` and `replay` share (CONTRACT.md, command line).
+struct WorkerFlags: ParsableArguments {
+    @Option(help: ArgumentHelp("Kafka bootstrap servers.", valueName: "host:port[,...]"))
+    var brokers: String
+
+    @Option(help: ArgumentHelp("The topic of usage events.", valueName: "topic"))
+    var input = "ocr.usage"
+
+    @Option(help: ArgumentHelp("Where overage records go.", valueName: "topic"))
+    var output = "ocr.overage"
+
+    @Option(help: ArgumentHelp("Where rejected records (dead letters) go.", valueName: "topic"))
+    var dlq = "ocr.usage.dlq"
+
+    @Option(help: ArgumentHelp("The consumer group (run).", valueName: "name"))
+    var group = "packmeter"
+
+    @Option(name: .customLong("checkpoint-dir"), help: ArgumentHelp("Where each input partition's checkpoints are kept. Workers of one group must share it.", valueName: "dir"))
+    var checkpointDir = "./checkpoints"
+
+    @Option(name: .customLong("checkpoint-interval"), help: ArgumentHelp("How often to checkpoint (and then commit offsets).", valueName: "duration"))
+    var checkpointInterval = "5s"
+
+    @Option(name: .customLong("keep-checkpoints"), help: ArgumentHelp("Checkpoints kept per partition (older ones are a fallback if the newest is damaged).", valueName: "n"))
+    var keepCheckpoints = 3
+
+    @Option(name: .customLong("max-future-skew"), help: ArgumentHelp("How far a ts may be after its Kafka record's timestamp; later is rejected as future_timestamp.", valueName: "duration"))
+    var maxFutureSkew = "10m"
+
+    @Option(help: ArgumentHelp("Serve balances, /metrics, /healthz and /readyz on this address.", valueName: "host:port"))
+    var http: String?
+
+    @Option(name: .customLong("status-interval"), help: ArgumentHelp("How often to log a status line.", valueName: "duration"))
+    var statusInterval = "10s"
+
+    @Option(name: .customLong("startup-timeout"), help: ArgumentHelp("How long to wait for the brokers and topics before giving up.", valueName: "duration"))
+    var startupTimeout = "60s"
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
+    var logLevel = "info"
+
+    @OptionGroup var engine: EngineOptions
+
+    static let environmentFlags = ["brokers", "input", "output", "dlq", "group", "checkpoint-dir", "checkpoint-interval",
+                                   "keep-checkpoints", "max-future-skew", "http", "status-interval", "startup-timeout",
+                                   "log-level"] + EngineOptions.environmentFlags
+
+    func duration(_ text: String, _ flag: String) throws -> Int64 {
+        guard let ms = DurationText.milliseconds(text), ms > 0 else {
+            throw ConfigurationError("--\(flag) '\(text)' is not a positive duration such as 5s or 250ms")
+        }
+        return ms
+    }
+
+    func logger() throws -> Logger {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ConfigurationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        var logger = Logger(label: "packmeter")
+        logger.logLevel = level
+        return logger
+    }
+
+    func options(mode: WorkerOptions.Mode) throws -> WorkerOptions {
+        var options = WorkerOptions(brokers: brokers, engine: try engine.configuration(maxFutureSkew: maxFutureSkew))
+        options.inputTopic = input
+        options.outputTopic = output
+        options.dlqTopic = dlq
+        options.group = group
+        options.checkpointDirectory = checkpointDir
+        options.checkpointIntervalMs = try duration(checkpointInterval, "checkpoint-interval")
+        guard keepCheckpoints >= 1 else { throw ConfigurationError("--keep-checkpoints must be at least 1") }
+        options.keepCheckpoints = keepCheckpoints
+        options.httpAddress = http
+        options.statusIntervalMs = try duration(statusInterval, "status-interval")
+        options.startupTimeoutMs = try duration(startupTimeout, "startup-timeout")
+        options.mode = mode
+        guard Set([input, output, dlq]).count == 3 else { throw ConfigurationError("--input, --output and --dlq must be three different topics") }
+        return options
+    }
+}
+
+/// Runs a worker (and its HTTP endpoint) in a service group that turns SIGTERM/SIGINT into
+/// a graceful stop.
+func runWorker(_ options: WorkerOptions, logger: Logger) async throws -> StreamingWorker {
+    let worker = StreamingWorker(options: options, logger: logger)
+    var services = [ServiceGroupConfiguration.ServiceConfiguration(
+        service: WorkerService(worker: worker),
+        successTerminationBehavior: .gracefullyShutdownGroup,
+        failureTerminationBehavior: .gracefullyShutdownGroup)]
+    if let address = options.httpAddress {
+        do {
+            services.append(.init(service: try HTTPEndpoint(address: address, worker: worker, logger: logger)))
+        } catch {
+            throw ConfigurationError("\(error)")
+        }
+    }
+    let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+        services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    do {
+        try await group.run()
+    } catch {
+        throw RuntimeFailure("\(error)")
+    }
+    return worker
+}
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the streaming worker: bill the input topic, emit overage records and dead letters.",
+        discussion: """
+            Joins the consumer group on the input topic (cooperative-sticky), restores each \
+            assigned partition from its newest checkpoint (or starts at the partition's \
+            beginning), bills its records, produces overage records (key = account) and dead \
+            letters (key = the input key) with an idempotent producer, checkpoints every \
+            --checkpoint-interval and commits the offsets a durable checkpoint covers. After a \
+            crash it resumes from the checkpoints and does not emit an output twice. SIGTERM \
+            or SIGINT: finishes the batch in hand, checkpoints, commits, leaves the group and \
+            exits 0. A status line is logged every --status-interval.
+            """
+    )
+
+    @OptionGroup var flags: WorkerFlags
+
+    static let environmentFlags = WorkerFlags.environmentFlags
+
+    func run() async throws {
+        let options = try flags.options(mode: .live)
+        _ = try await runWorker(options, logger: try flags.logger())
+    }
+}
+
+struct ReplayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Rebuild balances from a topic (backfill or re-bill), write them to --checkpoint-dir, exit.",
+        discussion: """
+            Reads every partition of the input topic from --from to --to (no consumer group), \
+            bills the records exactly as `run` does, writes outputs to --output and --dlq (use \
+            other topics for a dry re-bill) and the balances to its own --checkpoint-dir. An \
+            interrupted replay resumes from its checkpoints. Prints a progress line with \
+            records/s and ETA, and a summary at the end.
+            """
+    )
+
+    @OptionGroup var flags: WorkerFlags
+
+    @Option(help: ArgumentHelp("Where to start: earliest, or an RFC 3339 time (the broker's timestamp index maps it to offsets).", valueName: "earliest|time"))
+    var from = "earliest"
+
+    @Option(help: ArgumentHelp("Where to stop: end (the end offsets when the replay starts), or an RFC 3339 time.", valueName: "end|time"))
+    var to = "end"
+
+    static let environmentFlags = WorkerFlags.environmentFlags + ["from", "to"]
+
+    func position(_ text: String, _ flag: String, keyword: String, value: WorkerOptions.Position) throws -> WorkerOptions.Position {
+        if text == keyword { return value }
+        guard let ms = Timestamp.parseRFC3339(text) else {
+            throw ConfigurationError("--\(flag) '\(text)' is neither \(keyword) nor an RFC 3339 time")
+        }
+        return .time(ms)
+    }
+
+    func run() async throws {
+        let mode = WorkerOptions.Mode.replay(from: try position(from, "from", keyword: "earliest", value: .earliest),
+                                             to: try position(to, "to", keyword: "end", value: .end))
+        var options = try flags.options(mode: mode)
+        options.statusIntervalMs = min(options.statusIntervalMs, 2000)
+        let started = monotonicSeconds()
+        let worker = try await runWorker(options, logger: try flags.logger())
+        let status = worker.currentStatus
+        for line in Summary.lines(status.counters, seconds: monotonicSeconds() - started, title: "packmeter replay") {
+            printError(line)
+        }
+        printError("  balances in \(options.checkpointDirectory)/\(options.inputTopic)/")
+    }
+}
+
+struct MockBrokerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mock-broker",
+        abstract: "Serve librdkafka's in-memory Kafka cluster, for development and tests.",
+        discussion: """
+            Prints the bootstrap address as the first line of standard output, then serves until \
+            SIGTERM or SIGINT. Without --topic it creates ocr.usage, ocr.overage and \
+            ocr.usage.dlq with 8 partitions each. The mock keeps only the newest 5 MiB or \
+            100,000 batches of each partition.
+            """
+    )
+
+    @Option(help: "How many brokers.")
+    var brokers = 1
+
+    @Option(name: .customLong("topic"), help: ArgumentHelp("A topic to create (repeatable).", valueName: "name:partitions"))
+    var topics: [String] = []
+
+    static let environmentFlags = ["brokers"]
+
+    func run() throws {
+        var specs: [(String, Int)] = []
+        for spec in topics.isEmpty ? ["ocr.usage:8", "ocr.overage:8", "ocr.usage.dlq:8"] : topics {
+            let parts = spec.split(separator: ":")
+            guard parts.count == 2, let n = Int(parts[1]), n >= 1, !parts[0].isEmpty else {
+                throw ConfigurationError("--topic '\(spec)' is not NAME:PARTITIONS")
+            }
+            specs.append((String(parts[0]), n))
+        }
+        guard brokers >= 1 else { throw ConfigurationError("--brokers must be at least 1") }
+        // Block the stop signals before librdkafka starts its threads, then wait for them here.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        let logger = Logger(label: "packmeter.mock-broker")
+        let cluster: MockCluster
+        do {
+            cluster = try MockCluster(brokers: brokers, logger: logger)
+            for (name, partitions) in specs { try cluster.createTopic(name, partitions: partitions) }
+        } catch {
+            throw RuntimeFailure("\(error)")
+        }
+        print(cluster.bootstrapServers)
+        fflush(nil)
+        printError("packmeter mock-broker: \(brokers) broker\(brokers > 1 ? "s" : "") at \(cluster.bootstrapServers); topics \(specs.map { "\($0.0):\($0.1)" }.joined(separator: ", ")); stop with SIGTERM or SIGINT")
+        var received: Int32 = 0
+        sigwait(&signals, &received)
+        printError("packmeter mock-broker: stopping")
+        withExtendedLifetime(cluster) {}
+    }
+}
+
+struct BalancesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "balances",
+        abstract: "Print an account's balances from a checkpoint directory, as JSON.",
+        discussion: """
+            Looks for the account in the newest checkpoint of every partition of --input under \
+            --checkpoint-dir and prints its balances (CONTRACT.md format) on one line. The \
+            checkpoint's own time zone, lateness and dedupe capacity are used; the catalog is the \
+            built-in one or --catalog, and must be the one the checkpoint was written with.
+            """
+    )
+
+    @Option(name: .customLong("checkpoint-dir"), help: ArgumentHelp("The checkpoint directory of a worker or replay.", valueName: "dir"))
+    var checkpointDir: String
+
+    @Option(help: ArgumentHelp("The account id.", valueName: "id"))
+    var account: String
+
+    @Option(help: ArgumentHelp("Only this billing month.", valueName: "YYYY-MM"))
+    var month: String?
+
+    @Option(help: ArgumentHelp("The input topic the checkpoints belong to.", valueName: "topic"))
+    var input = "ocr.usage"
+
+    @Option(help: ArgumentHelp("The catalog the checkpoints were written with.", valueName: "file"))
+    var catalog: String?
+
+    static let environmentFlags = ["checkpoint-dir", "account", "month", "input", "catalog"]
+
+    func run() throws {
+        var monthFilter: BillingMonth?
+        if let month {
+            guard let m = BillingMonth(month) else { throw ConfigurationError("--month '\(month)' is not YYYY-MM") }
+            monthFilter = m
+        }
+        let loaded = try catalog.map { path throws(CatalogError) in try Catalog.load(path: path) } ?? Catalog.builtin()
+        let store = CheckpointStore(directory: checkpointDir, logger: Logger(label: "packmeter"))
+        let root = "\(checkpointDir)/\(CheckpointStore.safeName(input))"
+        let partitions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int32.init).sorted()
+        guard !partitions.isEmpty else { throw RuntimeFailure("no checkpoints of '\(input)' under \(checkpointDir)") }
+        for p in partitions {
+            guard let newest = store.files(topic: input, partition: p).first else { continue }
+            let header = try store.read(newest, into: nil, configuration: nil)
+            let calendar: BillingCalendar
+            do {
+                calendar = try BillingCalendar(timeZoneIdentifier: header.timeZone)
+            } catch {
+                throw RuntimeFailure("\(newest): \(error)")
+            }
+            let configuration = EngineConfiguration(catalog: loaded, calendar: calendar, allowedLatenessMs: header.allowedLatenessMs,
+                                                    dedupeCapacity: header.dedupeCapacity)
+            guard let restored = try store.restore(topic: input, partition: p, configuration: configuration) else { continue }
+            if let balances = restored.engine.balances(ofAccountNamed: account, month: monthFilter) {
+                print(balances.json(calendar: calendar))
+                return
+            }
+        }
+        throw RuntimeFailure("account '\(account)' has no state in the checkpoints under \(checkpointDir)")
+    }
+}
