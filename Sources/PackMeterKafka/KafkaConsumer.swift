@@ -41,7 +41,6 @@ public final class KafkaConsumer: @unchecked Sendable {
             ("auto.offset.reset", "earliest"),
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("enable.partition.eof", "false"),
-            ("allow.auto.create.topics", "false"),
             ("fetch.max.bytes", "52428800"),
             ("max.partition.fetch.bytes", "4194304"),
             ("queued.min.messages", "200000"),

@@ -144,10 +144,19 @@ public final class StreamingWorker: @unchecked Sendable {
             batch.release()
             status.phase = .stopped
             publish()
+            overageTopic = nil
+            dlqTopic = nil
+            self.producer = nil
+            self.consumer = nil
             throw error
         }
         batch.release()
         try shutdown()
+        // Let go of the Kafka handles now, not whenever the worker object goes.
+        overageTopic = nil
+        dlqTopic = nil
+        self.producer = nil
+        self.consumer = nil
     }
 
     /// Waits for the brokers and the three topics, with backoff; returns the input topic's

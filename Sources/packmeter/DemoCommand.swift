@@ -87,8 +87,8 @@ struct DemoCommand: ParsableCommand {
         generatorOptions.startMs = Timestamp.parseRFC3339("2026-10-30T00:00:00+08:00")!
         generatorOptions.millisecondsPerEvent = Double(3 * 86_400_000) / Double(events)
         var generator = WorkloadGenerator(options: generatorOptions, catalog: configuration.catalog, calendar: configuration.calendar)
-        let producer: KafkaProducer
-        let topic: ProducerTopic
+        var producer: KafkaProducer! = nil
+        var topic: ProducerTopic! = nil
         do {
             producer = try KafkaProducer(bootstrapServers: cluster.bootstrapServers, logger: quiet)
             topic = try producer.topic("ocr.usage")
@@ -119,6 +119,8 @@ struct DemoCommand: ParsableCommand {
             if n % 256 == 0 { producer.poll(timeoutMs: 0) }
         }
         do { try producer.flush(timeoutMs: 60_000) } catch { throw RuntimeFailure("\(error)") }
+        topic = nil
+        producer = nil
 
         // 4. Wait until every record is billed, then stop the worker gracefully.
         while worker.currentStatus.counters.recordsRead < UInt64(events) {
@@ -181,8 +183,7 @@ struct DemoCommand: ParsableCommand {
         }
         if let top = worker.finalReport.first {
             print("")
-            print("  \(top.account) as JSON (packmeter balances --checkpoint-dir \(directory) --account \(top.account)):")
-            print("    " + top.balances.json(calendar: calendar))
+            print("  any account's balances as JSON: packmeter balances --checkpoint-dir \(directory) --account \(top.account)")
         }
         print("")
         print("  checkpoints: \(status.checkpointsWritten) written to \(directory)/ocr.usage/<partition>/; the longest pause for one was \(Int(status.maxCheckpointStallMs)) ms")
