@@ -67,5 +67,10 @@ let package = Package(
             name: "PackMeterCoreTests",
             dependencies: ["PackMeterCore", "PackMeterRuntime", .product(name: "Logging", package: "swift-log")]
         ),
+        // Against `packmeter mock-broker` and `packmeter run` started as processes.
+        .testTarget(
+            name: "PackMeterEndToEndTests",
+            dependencies: ["PackMeterCore", "PackMeterRuntime", "PackMeterKafka", .product(name: "Logging", package: "swift-log")]
+        ),
     ]
 )

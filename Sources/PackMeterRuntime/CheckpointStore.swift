@@ -278,8 +278,13 @@ public final class CheckpointStore: @unchecked Sendable {
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw CheckpointError(path: path, problem: .io("cannot create \(temporary): \(String(cString: strerror(errno)))")) }
         var written = 0
+        let crashAt = FaultInjection.crashThisCheckpointWrite() ? bytes.count / 2 : Int.max
         while written < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + written, bytes.count - written)
+            if written >= crashAt {
+                fsync(fd)
+                FaultInjection.crash()
+            }
+            let n = Glibc.write(fd, bytes.baseAddress! + written, min(bytes.count - written, crashAt == Int.max ? Int.max : crashAt - written))
             if n < 0 {
                 if errno == EINTR { continue }
                 let why = String(cString: strerror(errno))
@@ -416,5 +421,24 @@ public final class CheckpointStore: @unchecked Sendable {
         }
         throw CheckpointError(path: candidates[0], problem: .corruptState(
             "no usable checkpoint for \(topic)[\(partition)]: " + damaged.map(\.description).joined(separator: "; ")))
+    }
+}
+
+/// Fault injection for crash tests: `PACKMETER_FAULT_CRASH_CHECKPOINT_WRITE=N` kills the
+/// process (SIGKILL) half-way through writing its N-th checkpoint file. Unset in production.
+public enum FaultInjection {
+    nonisolated(unsafe) private static var checkpointWrites = 0
+    private static let crashAtWrite: Int? = ProcessInfo.processInfo.environment["PACKMETER_FAULT_CRASH_CHECKPOINT_WRITE"].flatMap(Int.init)
+
+    /// Called by the single checkpoint writer thread.
+    static func crashThisCheckpointWrite() -> Bool {
+        guard let crashAtWrite else { return false }
+        checkpointWrites += 1
+        return checkpointWrites == crashAtWrite
+    }
+
+    static func crash() -> Never {
+        kill(getpid(), SIGKILL)
+        _exit(137)
     }
 }

@@ -23,6 +23,9 @@ public struct WorkloadGenerator {
         public var duplicatesPerMille = 5
         /// Per mille of broken records (malformed JSON, unknown action, missing field...).
         public var brokenPerMille = 1
+        /// Per mille of calls whose `ts` lies up to 10 days before the others (late arrivals;
+        /// past the allowed lateness they are `too_late`).
+        public var latePerMille = 0
         /// Prefix of account ids, e.g. `1000` gives `100000000042`.
         public var accountPrefix = "1000"
 
@@ -112,7 +115,8 @@ public struct WorkloadGenerator {
             line = Array(accountEvent(account: account, ts: ts).utf8)
         } else {
             account = pickAccount()
-            line = Array(call(account: account, ts: ts).utf8)
+            let late = options.latePerMille > 0 && Int(random.next() % 1000) < options.latePerMille
+            line = Array(call(account: account, ts: late ? ts - Int64(random.next() % 864_000_000) : ts).utf8)
         }
         if random.next() % 64 == 0 {
             recent.append((line, account))

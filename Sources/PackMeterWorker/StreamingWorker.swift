@@ -98,21 +98,24 @@ public final class StreamingWorker: @unchecked Sendable {
     public func run() throws {
         status.startedAt = monotonicSeconds()
         let inputPartitions = try waitForCluster()
-        let producer = try KafkaProducer(bootstrapServers: options.brokers, logger: logger)
+        let extra = KafkaConfiguration(options.kafkaProperties)
+        let producerExtra = KafkaConfiguration(options.kafkaProperties.filter { !Self.isConsumerProperty($0.0) })
+        let producer = try KafkaProducer(bootstrapServers: options.brokers, configuration: producerExtra, logger: logger)
         self.producer = producer
         overageTopic = try producer.topic(options.outputTopic)
         dlqTopic = try producer.topic(options.dlqTopic)
 
         switch options.mode {
         case .live:
-            let consumer = try KafkaConsumer(bootstrapServers: options.brokers, groupID: options.group, logger: logger) { [unowned self] event in
+            let consumer = try KafkaConsumer(bootstrapServers: options.brokers, groupID: options.group, configuration: extra,
+                                             logger: logger) { [unowned self] event in
                 try self.rebalance(event)
             }
             self.consumer = consumer
             try consumer.subscribe([options.inputTopic])
             logger.info("joined group '\(options.group)' on '\(options.inputTopic)' (\(inputPartitions) partitions)")
         case let .replay(from, to):
-            let consumer = try KafkaConsumer(bootstrapServers: options.brokers, groupID: nil, logger: logger)
+            let consumer = try KafkaConsumer(bootstrapServers: options.brokers, groupID: nil, configuration: extra, logger: logger)
             self.consumer = consumer
             try startReplay(consumer: consumer, partitions: inputPartitions, from: from, to: to)
         }
@@ -157,6 +160,13 @@ public final class StreamingWorker: @unchecked Sendable {
         dlqTopic = nil
         self.producer = nil
         self.consumer = nil
+    }
+
+    /// librdkafka properties that only a consumer takes (the producer would warn about them).
+    static func isConsumerProperty(_ name: String) -> Bool {
+        ["group.", "session.timeout", "heartbeat.", "max.poll.", "partition.assignment", "auto.", "enable.auto",
+         "fetch.", "queued.", "isolation.", "check.crcs", "enable.partition.eof", "coordinator.", "max.partition.fetch"]
+            .contains { name.hasPrefix($0) }
     }
 
     /// Waits for the brokers and the three topics, with backoff; returns the input topic's

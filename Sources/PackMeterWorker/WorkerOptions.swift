@@ -32,8 +32,8 @@ public struct WorkerOptions: Sendable {
     public var mode: Mode = .live
     /// Records polled at once.
     public var pollBatchMax = 8192
-    /// Print a progress line (replay) on standard error.
-    public var progress = true
+    /// Extra librdkafka properties for the consumer and producer (`--kafka-config`).
+    public var kafkaProperties: [(String, String)] = []
 
     public init(brokers: String, engine: EngineConfiguration) {
         self.brokers = brokers

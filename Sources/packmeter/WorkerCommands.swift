@@ -48,6 +48,9 @@ struct WorkerFlags: ParsableArguments {
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel = "info"
 
+    @Option(name: .customLong("kafka-config"), help: ArgumentHelp("A librdkafka property for the consumer and producer (repeatable), e.g. session.timeout.ms=10000.", valueName: "key=value"))
+    var kafkaConfig: [String] = []
+
     @OptionGroup var engine: EngineOptions
 
     static let environmentFlags = ["brokers", "input", "output", "dlq", "group", "checkpoint-dir", "checkpoint-interval",
@@ -84,6 +87,12 @@ struct WorkerFlags: ParsableArguments {
         options.statusIntervalMs = try duration(statusInterval, "status-interval")
         options.startupTimeoutMs = try duration(startupTimeout, "startup-timeout")
         options.mode = mode
+        for property in kafkaConfig {
+            guard let equals = property.firstIndex(of: "="), equals != property.startIndex else {
+                throw ConfigurationError("--kafka-config '\(property)' is not key=value")
+            }
+            options.kafkaProperties.append((String(property[..<equals]), String(property[property.index(after: equals)...])))
+        }
         guard Set([input, output, dlq]).count == 3 else { throw ConfigurationError("--input, --output and --dlq must be three different topics") }
         return options
     }

@@ -1,0 +1,284 @@
+import Foundation
+import Logging
+import Testing
+@testable import PackMeterCore
+import PackMeterKafka
+import PackMeterRuntime
+
+/// The `packmeter` executable built beside this test bundle.
+let packmeterBinary: String = {
+    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    if directory.lastPathComponent.hasSuffix(".xctest") { directory = directory.deletingLastPathComponent() }
+    for candidate in [directory.appendingPathComponent("packmeter").path,
+                      directory.deletingLastPathComponent().appendingPathComponent("packmeter").path] {
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+    }
+    fatalError("packmeter executable not found near \(CommandLine.arguments[0]); run `swift build --build-tests` first")
+}()
+
+let testLogger: Logger = {
+    var logger = Logger(label: "e2e")
+    logger.logLevel = .error
+    return logger
+}()
+
+func temporaryDirectory(_ name: String) -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("packmeter-\(name)-\(UUID().uuidString.prefix(8))").path
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// A child process with its standard error going to a log file.
+final class ChildProcess: @unchecked Sendable {
+    let process = Process()
+    let logPath: String
+    let name: String
+
+    init(_ name: String, arguments: [String], logDirectory: String, environment: [String: String] = [:]) throws {
+        self.name = name
+        process.executableURL = URL(fileURLWithPath: packmeterBinary)
+        process.arguments = arguments
+        logPath = "\(logDirectory)/\(name).log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+    }
+
+    func start(stdout: Pipe? = nil) throws {
+        if let stdout { process.standardOutput = stdout } else { process.standardOutput = FileHandle.nullDevice }
+        try process.run()
+    }
+
+    func signal(_ signal: Int32) { if process.isRunning { kill(process.processIdentifier, signal) } }
+
+    /// Waits for the exit; returns its status (128 + signal for a signal).
+    func wait(timeout: Double = 120) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return -1
+        }
+        return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+}
+
+/// `packmeter mock-broker` as a separate process, as the tests' broker.
+final class MockBroker: @unchecked Sendable {
+    let child: ChildProcess
+    let bootstrap: String
+
+    init(topics: [String], directory: String) throws {
+        child = try ChildProcess("mock-broker", arguments: ["mock-broker"] + topics.flatMap { ["--topic", $0] }, logDirectory: directory)
+        let pipe = Pipe()
+        try child.start(stdout: pipe)
+        var line = Data()
+        while true {
+            let byte = pipe.fileHandleForReading.readData(ofLength: 1)
+            if byte.isEmpty || byte == Data([0x0A]) { break }
+            line.append(byte)
+        }
+        bootstrap = String(decoding: line, as: UTF8.self)
+        precondition(!bootstrap.isEmpty, "mock-broker printed no address: \(child.log)")
+    }
+
+    func stop() {
+        child.signal(SIGTERM)
+        _ = child.wait(timeout: 10)
+    }
+}
+
+/// A record read back from a topic.
+struct ReadRecord: Sendable {
+    var partition: Int32
+    var offset: Int64
+    var key: [UInt8]?
+    var value: [UInt8]
+    var timestampMs: Int64?
+}
+
+/// Produces generated usage events (key = account) and returns how many.
+func produceWorkload(brokers: String, topic: String, events: Int, seed: UInt64, accounts: Int = 2000,
+                     startMs: Int64 = 1_793_721_600_000 /* 2026-10-31T16:00:00+08:00 */, spanMs: Int64 = 2 * 86_400_000) throws {
+    var options = WorkloadGenerator.Options()
+    options.accounts = accounts
+    options.seed = seed
+    options.startMs = startMs
+    options.millisecondsPerEvent = Double(spanMs) / Double(events)
+    options.accountEventsPerMille = 4
+    options.duplicatesPerMille = 10
+    options.brokenPerMille = 3
+    options.latePerMille = 5
+    let catalog = try Catalog.builtin()
+    let calendar = try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai")
+    var generator = WorkloadGenerator(options: options, catalog: catalog, calendar: calendar)
+    let producer = try KafkaProducer(bootstrapServers: brokers, logger: testLogger)
+    let handle = try producer.topic(topic)
+    let scratch = ByteWriter(capacity: 4096)
+    for n in 0..<events {
+        scratch.removeAll()
+        let (key, value) = generator.next(into: scratch)
+        try producer.produce(handle, key: scratch.slice(key), value: scratch.slice(value))
+        if n % 1000 == 0 { producer.poll() }
+    }
+    try producer.flush(timeoutMs: 60_000)
+}
+
+/// Every record of every partition of `topic`, from the start to the current end.
+func readTopic(brokers: String, topic: String) throws -> [Int32: [ReadRecord]] {
+    let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: nil, logger: testLogger)
+    guard let count = try consumer.partitionCount(topic, timeoutMs: 10_000) else { return [:] }
+    var ends: [Int32: Int64] = [:]
+    var assignment: [(TopicPartition, Int64)] = []
+    for p in 0..<Int32(count) {
+        let (low, high) = try consumer.watermarks(TopicPartition(topic, p), timeoutMs: 10_000)
+        if high > low {
+            ends[p] = high
+            assignment.append((TopicPartition(topic, p), low))
+        }
+    }
+    var result: [Int32: [ReadRecord]] = [:]
+    guard !assignment.isEmpty else { return result }
+    try consumer.assign(assignment)
+    let batch = MessageBatch(capacity: 4096)
+    let deadline = Date().addingTimeInterval(120)
+    while !ends.isEmpty && Date() < deadline {
+        let n = try consumer.poll(into: batch, timeoutMs: 200)
+        for i in 0..<n {
+            let m = batch[i]
+            if m.error != nil { continue }
+            result[m.partition, default: []].append(ReadRecord(partition: m.partition, offset: m.offset, key: m.key.map(Array.init),
+                                                               value: Array(m.value), timestampMs: m.timestampMs))
+            if let end = ends[m.partition], m.offset + 1 >= end { ends[m.partition] = nil }
+        }
+        batch.release()
+    }
+    consumer.close()
+    return result
+}
+
+/// The group's committed offsets reached every partition's end.
+func waitUntilCommitted(brokers: String, group: String, topic: String, timeout: Double = 300, while running: () -> Bool = { true }) throws -> Bool {
+    let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: group, logger: testLogger)
+    guard let count = try consumer.partitionCount(topic, timeoutMs: 10_000) else { return false }
+    let partitions = (0..<Int32(count)).map { TopicPartition(topic, $0) }
+    var ends: [TopicPartition: Int64] = [:]
+    for tp in partitions { ends[tp] = try consumer.watermarks(tp, timeoutMs: 10_000).high }
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline && running() {
+        let committed = (try? consumer.committed(partitions, timeoutMs: 5000)) ?? [:]
+        if partitions.allSatisfy({ (committed[$0] ?? -1) >= ends[$0]! }) { return true }
+        Thread.sleep(forTimeInterval: 0.2)
+    }
+    return false
+}
+
+/// Waits until the group has committed some offset (a checkpoint is durable).
+func waitForProgress(brokers: String, group: String, topic: String, timeout: Double = 120, while running: () -> Bool = { true }) throws -> Bool {
+    let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: group, logger: testLogger)
+    guard let count = try consumer.partitionCount(topic, timeoutMs: 10_000) else { return false }
+    let partitions = (0..<Int32(count)).map { TopicPartition(topic, $0) }
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline && running() {
+        let committed = (try? consumer.committed(partitions, timeoutMs: 5000)) ?? [:]
+        if committed.values.contains(where: { $0 > 0 }) { return true }
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    return false
+}
+
+/// What billing each input partition alone gives: the outputs by source offset, and the
+/// final engine.
+struct Expected {
+    var outputs: [Int32: [Int64: String]] = [:]
+    var engines: [Int32: PartitionEngine] = [:]
+    var outputCount: Int { outputs.values.reduce(0) { $0 + $1.count } }
+
+    init(input: [Int32: [ReadRecord]], topic: String) throws {
+        let configuration = EngineConfiguration(catalog: try Catalog.builtin(), calendar: try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai"))
+        for (p, records) in input {
+            let processor = configuration.makeProcessor(topic: topic, partition: p)
+            let batch = OutputBatch()
+            for r in records {
+                r.value.withUnsafeBytes { value in
+                    if let key = r.key {
+                        key.withUnsafeBytes { processor.process(value, key: $0, offset: r.offset, recordTimestampMs: r.timestampMs, into: batch) }
+                    } else {
+                        processor.process(value, key: nil, offset: r.offset, recordTimestampMs: r.timestampMs, into: batch)
+                    }
+                }
+            }
+            var byOffset: [Int64: String] = [:]
+            for entry in batch.entries { byOffset[entry.sourceOffset] = String(decoding: batch.value(of: entry), as: UTF8.self) }
+            outputs[p] = byOffset
+            engines[p] = processor.engine
+        }
+    }
+}
+
+/// Outputs found in the output and DLQ topics, by source partition and offset; fails the
+/// test on any source emitted twice.
+func actualOutputs(brokers: String, topics: [String], input: String) throws -> (outputs: [Int32: [Int64: String]], duplicates: Int, total: Int) {
+    var outputs: [Int32: [Int64: String]] = [:]
+    var duplicates = 0
+    var total = 0
+    for topic in topics {
+        for (_, records) in try readTopic(brokers: brokers, topic: topic) {
+            for r in records {
+                total += 1
+                let source = r.value.withUnsafeBytes { OutputSource.parse($0) }
+                guard let source, source.topic == input else { continue }
+                if outputs[source.partition]?[source.offset] != nil { duplicates += 1 }
+                outputs[source.partition, default: [:]][source.offset] = String(decoding: r.value, as: UTF8.self)
+            }
+        }
+    }
+    return (outputs, duplicates, total)
+}
+
+/// Compares, partition by partition, what the worker emitted with what billing alone gives.
+func expectSameOutputs(_ actual: [Int32: [Int64: String]], _ expected: Expected, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(Set(actual.keys).isSubset(of: Set(expected.outputs.keys)), sourceLocation: sourceLocation)
+    for (p, want) in expected.outputs {
+        let got = actual[p] ?? [:]
+        let missing = want.keys.filter { got[$0] == nil }.sorted()
+        let extra = got.keys.filter { want[$0] == nil }.sorted()
+        let different = want.keys.filter { got[$0] != nil && got[$0] != want[$0] }.sorted()
+        #expect(missing.isEmpty && extra.isEmpty && different.isEmpty,
+                "partition \(p): \(missing.count) missing (first \(missing.prefix(3))), \(extra.count) extra (first \(extra.prefix(3))), \(different.count) different (first \(different.prefix(3)))",
+                sourceLocation: sourceLocation)
+    }
+}
+
+/// Compares every account's balances in the checkpoints of `directory` with the engines.
+func expectSameBalances(checkpointDirectory directory: String, topic: String, expected: Expected,
+                        sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let configuration = EngineConfiguration(catalog: try Catalog.builtin(), calendar: try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai"))
+    let store = CheckpointStore(directory: directory, logger: testLogger)
+    for (p, engine) in expected.engines {
+        let restored = try store.restore(topic: topic, partition: p, configuration: configuration)
+        guard let restored else {
+            Issue.record("no checkpoint for partition \(p)", sourceLocation: sourceLocation)
+            continue
+        }
+        let got = restored.engine
+        let want = engine.accountsWithState().map { engine.balances(of: $0) }
+        let have = got.accountsWithState().map { got.balances(of: $0) }
+        #expect(have == want, "balances of partition \(p) differ (\(have.count) vs \(want.count) accounts)", sourceLocation: sourceLocation)
+    }
+}
+
+let e2eTopics = ["ocr.usage:8", "ocr.overage:8", "ocr.usage.dlq:8"]
+
+/// Arguments of a worker on the test broker, with quick checkpoints and group timeouts.
+func workerArguments(_ command: String = "run", brokers: String, checkpoints: String, group: String = "packmeter",
+                     extra: [String] = []) -> [String] {
+    [command, "--brokers", brokers, "--checkpoint-dir", checkpoints, "--checkpoint-interval", "300ms",
+     "--status-interval", "2s", "--group", group,
+     "--kafka-config", "session.timeout.ms=6000", "--kafka-config", "heartbeat.interval.ms=500"] + extra
+}
