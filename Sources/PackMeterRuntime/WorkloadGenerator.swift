@@ -111,8 +111,10 @@ public struct WorkloadGenerator {
             account = pickAccount()
             line = Array(broken(account: account, ts: ts).utf8)
         } else if roll < options.duplicatesPerMille + options.brokenPerMille + options.accountEventsPerMille {
-            account = pickAccount()
-            line = Array(accountEvent(account: account, ts: ts).utf8)
+            // Keyed by the account the event is about (a refund names its purchase's account).
+            let event = accountEvent(account: pickAccount(), ts: ts)
+            account = event.account
+            line = Array(event.line.utf8)
         } else {
             account = pickAccount()
             let late = options.latePerMille > 0 && Int(random.next() % 1000) < options.latePerMille
@@ -139,7 +141,7 @@ public struct WorkloadGenerator {
         return "{\"type\":\"call\",\"id\":\"\(requestID())\",\"account\":\"\(account)\",\"action\":\"\(pickAction())\",\"ts\":\"\(timestamp(ts))\",\"count\":\(count),\"code\":\"\(code)\"}"
     }
 
-    private mutating func accountEvent(account: String, ts: Int64) -> String {
+    private mutating func accountEvent(account: String, ts: Int64) -> (line: String, account: String) {
         switch random.next() % 10 {
         case 0..<6:
             serial += 1
@@ -147,14 +149,14 @@ public struct WorkloadGenerator {
             purchases.append((id, account))
             let quantity = [1000, 5000, 10000, 100_000][Int(random.next() % 4)]
             let pack = random.next() % 2 == 0 ? packs[0] : packs[Int(random.next() % UInt64(packs.count))]
-            return "{\"type\":\"purchase\",\"id\":\"\(id)\",\"account\":\"\(account)\",\"pack\":\"\(pack)\",\"quantity\":\(quantity),\"ts\":\"\(timestamp(ts))\"}"
+            return ("{\"type\":\"purchase\",\"id\":\"\(id)\",\"account\":\"\(account)\",\"pack\":\"\(pack)\",\"quantity\":\(quantity),\"ts\":\"\(timestamp(ts))\"}", account)
         case 6..<7:
             let target = purchases.randomElement(using: &random) ?? (id: "order-unknown", account: account)
-            return "{\"type\":\"refund\",\"id\":\"\(requestID())\",\"account\":\"\(target.account)\",\"purchase\":\"\(target.id)\",\"ts\":\"\(timestamp(ts))\"}"
+            return ("{\"type\":\"refund\",\"id\":\"\(requestID())\",\"account\":\"\(target.account)\",\"purchase\":\"\(target.id)\",\"ts\":\"\(timestamp(ts))\"}", target.account)
         case 7..<9:
-            return "{\"type\":\"suspend\",\"id\":\"\(requestID())\",\"account\":\"\(account)\",\"reason\":\"arrears\",\"ts\":\"\(timestamp(ts))\"}"
+            return ("{\"type\":\"suspend\",\"id\":\"\(requestID())\",\"account\":\"\(account)\",\"reason\":\"arrears\",\"ts\":\"\(timestamp(ts))\"}", account)
         default:
-            return "{\"type\":\"resume\",\"id\":\"\(requestID())\",\"account\":\"\(account)\",\"ts\":\"\(timestamp(ts))\"}"
+            return ("{\"type\":\"resume\",\"id\":\"\(requestID())\",\"account\":\"\(account)\",\"ts\":\"\(timestamp(ts))\"}", account)
         }
     }
 

@@ -48,6 +48,9 @@ public final class StreamingWorker: @unchecked Sendable {
     private var nextPublishAt = 0.0
     private var lastStatusRecords: UInt64 = 0
     private var lastStatusTime = 0.0
+    /// Restored partitions whose checkpoint offsets are to be committed once assigned (a
+    /// worker may have died between writing a checkpoint and committing it).
+    private var restoredCommits: [(TopicPartition, Int64)] = []
     public private(set) var finalReport: [AccountReport] = []
 
     struct CheckpointWrite {
@@ -133,6 +136,7 @@ public final class StreamingWorker: @unchecked Sendable {
                 batch.release()
                 producer.poll(timeoutMs: 0)
                 try drainCompletedWrites()
+                if !restoredCommits.isEmpty { commitRestored() }
                 let t = monotonicSeconds()
                 if t >= nextCheckpointAt {
                     try checkpointRound(final: false)
@@ -264,6 +268,7 @@ public final class StreamingWorker: @unchecked Sendable {
             }
             shards[shard.partition] = shard
             starts[shard.partition] = header == nil ? KafkaOffset.beginning : shard.nextOffset
+            if header != nil { restoredCommits.append((TopicPartition(options.inputTopic, shard.partition), shard.nextOffset)) }
         }
         logger.info("read back \(found.recordsScanned) output records in \(String(format: "%.2f", found.seconds)) s")
         status.phase = .running
@@ -477,6 +482,17 @@ public final class StreamingWorker: @unchecked Sendable {
                 // A failed commit only delays lag reporting: positions come from checkpoints.
                 logger.warning("could not commit offsets: \(error)")
             }
+        }
+    }
+
+    private func commitRestored() {
+        let commits = restoredCommits.filter { shards[$0.0.partition] != nil }
+        restoredCommits.removeAll()
+        guard case .live = options.mode, !commits.isEmpty else { return }
+        do {
+            try consumer?.commit(commits)
+        } catch {
+            logger.warning("could not commit restored offsets: \(error)")
         }
     }
 

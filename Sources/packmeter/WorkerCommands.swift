@@ -289,6 +289,9 @@ struct BalancesCommand: ParsableCommand {
         let root = "\(checkpointDir)/\(CheckpointStore.safeName(input))"
         let partitions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int32.init).sorted()
         guard !partitions.isEmpty else { throw RuntimeFailure("no checkpoints of '\(input)' under \(checkpointDir)") }
+        // An account's events share a partition; another partition may still know the id
+        // (a mis-keyed event) without state, so prefer the partition that has state.
+        var stateless: (AccountBalances, BillingCalendar)?
         for p in partitions {
             guard let newest = store.files(topic: input, partition: p).first else { continue }
             let header = try store.read(newest, into: nil, configuration: nil)
@@ -302,9 +305,17 @@ struct BalancesCommand: ParsableCommand {
                                                     dedupeCapacity: header.dedupeCapacity)
             guard let restored = try store.restore(topic: input, partition: p, configuration: configuration) else { continue }
             if let balances = restored.engine.balances(ofAccountNamed: account, month: monthFilter) {
+                if balances.months.isEmpty && balances.prepaid.isEmpty && !balances.suspended {
+                    stateless = stateless ?? (balances, calendar)
+                    continue
+                }
                 print(balances.json(calendar: calendar))
                 return
             }
+        }
+        if let (balances, calendar) = stateless {
+            print(balances.json(calendar: calendar))
+            return
         }
         throw RuntimeFailure("account '\(account)' has no state in the checkpoints under \(checkpointDir)")
     }

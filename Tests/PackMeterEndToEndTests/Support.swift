@@ -269,7 +269,10 @@ func expectSameBalances(checkpointDirectory directory: String, topic: String, ex
         let got = restored.engine
         let want = engine.accountsWithState().map { engine.balances(of: $0) }
         let have = got.accountsWithState().map { got.balances(of: $0) }
-        #expect(have == want, "balances of partition \(p) differ (\(have.count) vs \(want.count) accounts)", sourceLocation: sourceLocation)
+        let firstDifference = zip(have, want).first { $0 != $1 }.map { "\($0.0.account): \($0.0.json(calendar: got.calendar)) vs \($0.1.json(calendar: got.calendar))" }
+        #expect(have.count == want.count && firstDifference == nil,
+                "balances of partition \(p) differ: \(have.count) vs \(want.count) accounts; first difference \(firstDifference ?? "none")",
+                sourceLocation: sourceLocation)
     }
 }
 
