@@ -257,6 +257,7 @@ public final class StreamingWorker: @unchecked Sendable {
         let recovery = OutputRecovery(brokers: options.brokers, inputTopic: options.inputTopic,
                                       outputTopics: [options.outputTopic, options.dlqTopic], logger: logger)
         let resume = Dictionary(uniqueKeysWithValues: opened.map { ($0.0.partition, $0.0.nextOffset) })
+        logger.info("reading back outputs of partitions \(resume.keys.sorted()) (resuming at \(resume.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " "))) from \(fromStart ? "the start" : scanFrom.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " "))" }.joined(separator: "; ")) of the output topics")
         let found = try recovery.scan(resume: resume, scanFrom: scanFrom)
         status.recoveryRecordsScanned += found.recordsScanned
         status.recoverySeconds += found.seconds
@@ -268,7 +269,9 @@ public final class StreamingWorker: @unchecked Sendable {
             }
             shards[shard.partition] = shard
             starts[shard.partition] = header == nil ? KafkaOffset.beginning : shard.nextOffset
-            if header != nil { restoredCommits.append((TopicPartition(options.inputTopic, shard.partition), shard.nextOffset)) }
+            // The group's committed offsets follow the checkpoints, also backwards when there
+            // is none (rebuilding from the start), so lag is the work left.
+            restoredCommits.append((TopicPartition(options.inputTopic, shard.partition), header == nil ? 0 : shard.nextOffset))
         }
         logger.info("read back \(found.recordsScanned) output records in \(String(format: "%.2f", found.seconds)) s")
         status.phase = .running

@@ -225,19 +225,27 @@ struct Expected {
 /// test on any source emitted twice.
 func actualOutputs(brokers: String, topics: [String], input: String) throws -> (outputs: [Int32: [Int64: String]], duplicates: Int, total: Int) {
     var outputs: [Int32: [Int64: String]] = [:]
+    var locations: [Int32: [Int64: String]] = [:]
     var duplicates = 0
     var total = 0
+    var examples: [String] = []
     for topic in topics {
-        for (_, records) in try readTopic(brokers: brokers, topic: topic) {
+        for (q, records) in try readTopic(brokers: brokers, topic: topic) {
             for r in records {
                 total += 1
                 let source = r.value.withUnsafeBytes { OutputSource.parse($0) }
                 guard let source, source.topic == input else { continue }
-                if outputs[source.partition]?[source.offset] != nil { duplicates += 1 }
+                let here = "\(topic)[\(q)]@\(r.offset) ts \(r.timestampMs ?? -1)"
+                if let first = locations[source.partition]?[source.offset] {
+                    duplicates += 1
+                    if examples.count < 5 { examples.append("source \(source.partition)/\(source.offset) at \(first) and \(here)") }
+                }
                 outputs[source.partition, default: [:]][source.offset] = String(decoding: r.value, as: UTF8.self)
+                locations[source.partition, default: [:]][source.offset] = here
             }
         }
     }
+    if !examples.isEmpty { print("duplicate outputs, e.g.: " + examples.joined(separator: "; ")) }
     return (outputs, duplicates, total)
 }
 
