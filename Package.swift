@@ -8,6 +8,8 @@ let package = Package(
         .executable(name: "packmeter", targets: ["packmeter"]),
         .library(name: "PackMeterCore", targets: ["PackMeterCore"]),
         .library(name: "PackMeterRuntime", targets: ["PackMeterRuntime"]),
+        .library(name: "PackMeterKafka", targets: ["PackMeterKafka"]),
+        .library(name: "PackMeterWorker", targets: ["PackMeterWorker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),

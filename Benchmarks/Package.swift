@@ -7,6 +7,7 @@ let package = Package(
     dependencies: [
         .package(name: "packmeter", path: "../"),
         .package(url: "https://github.com/ordo-one/package-benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         .executableTarget(
@@ -36,6 +37,30 @@ let package = Package(
                 .product(name: "PackMeterRuntime", package: "packmeter"),
             ],
             path: "Benchmarks/Pipeline",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+        .executableTarget(
+            name: "Checkpoint",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "PackMeterCore", package: "packmeter"),
+                .product(name: "PackMeterRuntime", package: "packmeter"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Checkpoint",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+        .executableTarget(
+            name: "Worker",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "PackMeterCore", package: "packmeter"),
+                .product(name: "PackMeterRuntime", package: "packmeter"),
+                .product(name: "PackMeterKafka", package: "packmeter"),
+                .product(name: "PackMeterWorker", package: "packmeter"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Worker",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
         .executableTarget(

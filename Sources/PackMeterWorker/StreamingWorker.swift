@@ -241,6 +241,9 @@ public final class StreamingWorker: @unchecked Sendable {
     private func open(_ partitions: [Int32]) throws -> [Int32: Int64] {
         status.phase = .recovering
         publish()
+        // Our own outputs still in flight (of partitions we lost or gave up) must be in the
+        // log before it is read back, or they would be missed and emitted again.
+        try producer?.flush(timeoutMs: 60_000)
         var opened: [(Shard, CheckpointHeader?)] = []
         for p in partitions { opened.append(try openShard(p)) }
         // Read back outputs from the smallest end offsets any of these checkpoints recorded.

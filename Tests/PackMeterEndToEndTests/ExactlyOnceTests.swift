@@ -82,6 +82,28 @@ struct ExactlyOnceTests {
         try verify(broker: broker, dir: dir, expected: expected)
     }
 
+    @Test func stalledPastTheSessionTimeout_losesItsPartitions_andGetsThemBack_exactlyOnce() throws {
+        let dir = temporaryDirectory("stall")
+        let broker = try MockBroker(topics: e2eTopics, directory: dir)
+        defer { broker.stop() }
+        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 60_000, seed: 45)
+        let expected = try Expected(input: try readTopic(brokers: broker.bootstrap, topic: "ocr.usage"), topic: "ocr.usage")
+        let worker = try life("stalls", broker: broker, dir: dir)
+        #expect(waitUntilAssigned(worker), "\(worker.log.suffix(2000))")
+        Thread.sleep(forTimeInterval: 0.3)
+        // Frozen (a long GC pause, a stalled VM) past the 6 s session timeout: the group
+        // moves on without it; when it wakes, its partitions are lost and come back.
+        worker.signal(SIGSTOP)
+        Thread.sleep(forTimeInterval: 9)
+        worker.signal(SIGCONT)
+        let done = try waitUntilCommitted(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage", timeout: 300) { worker.process.isRunning }
+        #expect(done, "\(worker.log.suffix(3000))")
+        worker.signal(SIGTERM)
+        #expect(worker.wait() == 0, "\(worker.log.suffix(3000))")
+        #expect(worker.log.contains("lost ocr.usage partitions"), "\(worker.log.suffix(3000))")
+        try verify(broker: broker, dir: dir, expected: expected)
+    }
+
     @Test func killDuringACheckpointWrite_thenRestart() throws {
         let dir = temporaryDirectory("ckptkill")
         let broker = try MockBroker(topics: e2eTopics, directory: dir)

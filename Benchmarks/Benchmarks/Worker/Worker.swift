@@ -1,0 +1,132 @@
+import Benchmark
+import Foundation
+import Logging
+import PackMeterCore
+import PackMeterKafka
+import PackMeterRuntime
+import PackMeterWorker
+
+// The streaming worker through librdkafka's mock cluster on loopback, in this process: 8
+// partitions of typical call records (about 10% end as overage), checkpoints on (every
+// second). Each iteration bills the whole topic with a fresh group and checkpoint
+// directory; the same binding polling and dropping the same records gives the ceiling.
+// The mock keeps only the newest 5 MiB per partition, so the topic holds 480,000 records.
+//
+//   swift package benchmark --target Worker
+
+final class KafkaWorkload: @unchecked Sendable {
+    let cluster: MockCluster
+    let records: Int
+    let configuration: EngineConfiguration
+    var round = 0
+    let logger: Logger
+
+    init(records: Int) {
+        var quiet = Logger(label: "bench")
+        quiet.logLevel = .error
+        logger = quiet
+        cluster = try! MockCluster(brokers: 1, logger: quiet)
+        for topic in ["ocr.usage", "ocr.overage", "ocr.usage.dlq"] { try! cluster.createTopic(topic, partitions: 8) }
+        let catalog = try! Catalog.builtin()
+        let calendar = try! BillingCalendar(timeZoneIdentifier: "Asia/Shanghai")
+        configuration = EngineConfiguration(catalog: catalog, calendar: calendar)
+        var options = WorkloadGenerator.Options()
+        options.accounts = 40_000
+        options.accountEventsPerMille = 1
+        options.brokenPerMille = 1
+        options.duplicatesPerMille = 2
+        var generator = WorkloadGenerator(options: options, catalog: catalog, calendar: calendar)
+        let producer = try! KafkaProducer(bootstrapServers: cluster.bootstrapServers, logger: quiet)
+        let topic = try! producer.topic("ocr.usage")
+        let scratch = ByteWriter(capacity: 4096)
+        for n in 0..<records {
+            scratch.removeAll()
+            let (key, value) = generator.next(into: scratch)
+            try! producer.produce(topic, key: scratch.slice(key), value: scratch.slice(value))
+            if n % 1024 == 0 { producer.poll() }
+        }
+        try! producer.flush(timeoutMs: 60_000)
+        self.records = records
+    }
+
+    /// Bills the topic once; measures from the first record billed to the last.
+    func bill(_ benchmark: Benchmark) {
+        round += 1
+        var options = WorkerOptions(brokers: cluster.bootstrapServers, engine: configuration)
+        options.group = "bench-\(round)"
+        options.checkpointDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("packmeter-bench-\(getpid())-\(round)").path
+        options.checkpointIntervalMs = 1000
+        options.statusIntervalMs = 3_600_000
+        let worker = StreamingWorker(options: options, logger: logger)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            try! worker.run()
+            done.signal()
+        }
+        thread.stackSize = 16 << 20
+        thread.start()
+        while worker.currentStatus.counters.recordsRead == 0 { usleep(200) }
+        benchmark.startMeasurement()
+        let started = monotonicSeconds()
+        while worker.currentStatus.counters.recordsRead < UInt64(records) { usleep(200) }
+        benchmark.stopMeasurement()
+        benchmark.measurement(.custom("events/s", polarity: .prefersLarger, useScalingFactor: false),
+                              Int(Double(records) / (monotonicSeconds() - started)))
+        let status = worker.currentStatus
+        worker.requestStop()
+        done.wait()
+        benchmark.measurement(.custom("overage records per 1000", useScalingFactor: false),
+                              Int(status.counters.overageRecords * 1000 / UInt64(records)))
+        benchmark.measurement(.custom("max checkpoint pause (ms)", useScalingFactor: false), Int(status.maxCheckpointStallMs))
+        try? FileManager.default.removeItem(atPath: options.checkpointDirectory)
+    }
+
+    /// Polls every record of the topic with the same binding and drops it.
+    func drain(_ benchmark: Benchmark) {
+        let consumer = try! KafkaConsumer(bootstrapServers: cluster.bootstrapServers, groupID: nil, logger: logger)
+        try! consumer.assign((0..<8).map { (TopicPartition("ocr.usage", Int32($0)), KafkaOffset.beginning) })
+        let batch = MessageBatch(capacity: 8192)
+        var seen = 0
+        var bytes = 0
+        while seen == 0 { seen += try! consumer.poll(into: batch, timeoutMs: 100) }
+        benchmark.startMeasurement()
+        let started = monotonicSeconds()
+        while seen < records {
+            let n = try! consumer.poll(into: batch, timeoutMs: 100)
+            for i in 0..<n { bytes &+= batch[i].value.count }
+            seen += n
+        }
+        benchmark.stopMeasurement()
+        benchmark.measurement(.custom("events/s", polarity: .prefersLarger, useScalingFactor: false),
+                              Int(Double(records) / (monotonicSeconds() - started)))
+        batch.release()
+        blackHole(bytes)
+        consumer.close()
+    }
+}
+
+let benchmarks: @Sendable () -> Void = {
+    let records = 480_000
+    let configuration = Benchmark.Configuration(
+        metrics: [.wallClock, .peakMemoryResident, .custom("events/s", polarity: .prefersLarger, useScalingFactor: false),
+                  .custom("overage records per 1000", useScalingFactor: false),
+                  .custom("max checkpoint pause (ms)", useScalingFactor: false)],
+        maxDuration: .seconds(60), maxIterations: 5)
+
+    // One KafkaWorkload for both, so that the two rates come from the same run.
+    nonisolated(unsafe) var shared: KafkaWorkload?
+    let workload: @Sendable () -> KafkaWorkload = {
+        if let shared { return shared }
+        let made = KafkaWorkload(records: records)
+        shared = made
+        return made
+    }
+
+    Benchmark("Worker: packmeter run, 8 partitions, 480k records", configuration: configuration) { benchmark in
+        workload().bill(benchmark)
+    }
+
+    Benchmark("Worker: the same binding polling and dropping the same records", configuration: configuration) { benchmark in
+        workload().drain(benchmark)
+    }
+}
