@@ -23,9 +23,14 @@ public struct CheckpointHeader: Sendable, Equatable {
     /// Per output topic, per partition: the end offset when the checkpoint was taken (used
     /// to find, after a crash, what was already emitted past this checkpoint).
     public var outputEndOffsets: [String: [Int32: Int64]]
+    /// Input offsets at or after `nextOffset` whose outputs were already in the output topics
+    /// before those end offsets (written by an earlier run that got further than the
+    /// checkpoint it resumed from). Reading back from the end offsets does not see them.
+    public var alreadyWritten: [Int64]
 
     public init(topic: String, partition: Int32, nextOffset: Int64, configuration: EngineConfiguration,
-                counters: ProcessingCounters, createdMs: Int64, outputEndOffsets: [String: [Int32: Int64]] = [:]) {
+                counters: ProcessingCounters, createdMs: Int64, outputEndOffsets: [String: [Int32: Int64]] = [:],
+                alreadyWritten: [Int64] = []) {
         self.topic = topic
         self.partition = partition
         self.nextOffset = nextOffset
@@ -37,6 +42,7 @@ public struct CheckpointHeader: Sendable, Equatable {
         self.createdMs = createdMs
         self.counters = counters
         self.outputEndOffsets = outputEndOffsets
+        self.alreadyWritten = alreadyWritten
     }
 
     static func hex(_ fp: Fingerprint128) -> String {
@@ -85,7 +91,9 @@ public struct CheckpointHeader: Sendable, Equatable {
             }
             w.append(UInt8(ascii: "}"))
         }
-        w.append(raw: "}}")
+        w.append(raw: "},\"written\":[")
+        for (i, offset) in alreadyWritten.enumerated() { w.append(raw: i > 0 ? ",\(offset)" : "\(offset)") }
+        w.append(raw: "]}")
         return w.string
     }
 
@@ -130,6 +138,7 @@ public struct CheckpointHeader: Sendable, Equatable {
             outputs[topic] = offsets
         }
         outputEndOffsets = outputs
+        alreadyWritten = (value["written"]?.arrayValue ?? []).compactMap(\.intValue)
     }
 }
 

@@ -9,10 +9,14 @@ import PackMeterRuntime
 ///
 /// Processing is deterministic: the output of input record (p, o) is the same bytes every
 /// time. A checkpoint of partition p covering offsets below N records the output topics'
-/// end offsets, taken after every output of offsets below N was acknowledged; outputs of
-/// offsets ≥ N are produced only after that, so they all lie past those end offsets. The
-/// scan reads every output partition from the smallest recorded end offset to its current
-/// end and collects the (p, o ≥ N) it finds. Without a checkpoint it reads from the start.
+/// end offsets, taken after every output of offsets below N was acknowledged; outputs this
+/// run produces for offsets ≥ N come only after that, so they lie past those end offsets.
+/// Outputs for offsets ≥ N that an earlier run (one that got further before dying) wrote
+/// may lie before them: the run that took the checkpoint knew those (it had found them when
+/// it started) and the checkpoint lists them (`alreadyWritten`). The scan reads every output
+/// partition from the smallest recorded end offset to its current end and collects the
+/// (p, o ≥ N) it finds; with the checkpoint's list, that is every output already written.
+/// Without a checkpoint it reads from the start.
 struct OutputRecovery {
     struct Result {
         /// Per input partition, the input offsets whose output is already written, ascending.

@@ -266,7 +266,9 @@ public final class StreamingWorker: @unchecked Sendable {
         status.recoverySeconds += found.seconds
         var starts: [Int32: Int64] = [:]
         for (shard, header) in opened {
-            shard.written = found.written[shard.partition] ?? []
+            // What this partition's checkpoint knew to be written before its end offsets,
+            // and what was written after them.
+            shard.written = Array(Set((header?.alreadyWritten ?? []) + (found.written[shard.partition] ?? []))).sorted()
             if !shard.written.isEmpty {
                 logger.info("\(options.inputTopic)[\(shard.partition)]: \(shard.written.count) outputs past the checkpoint are already written and will not be emitted again")
             }
@@ -426,7 +428,8 @@ public final class StreamingWorker: @unchecked Sendable {
             var counters = shard.baseCounters
             counters.add(shard.processor.counters)
             let header = CheckpointHeader(topic: options.inputTopic, partition: shard.partition, nextOffset: shard.nextOffset,
-                                          configuration: options.engine, counters: counters, createdMs: now, outputEndOffsets: ends)
+                                          configuration: options.engine, counters: counters, createdMs: now, outputEndOffsets: ends,
+                                          alreadyWritten: shard.writtenFrom(shard.nextOffset))
             shard.writeInFlight = true
             let partition = shard.partition
             let offset = shard.nextOffset
@@ -634,6 +637,12 @@ final class Shard {
         self.processor = processor
         self.nextOffset = nextOffset
         pending.reserveCapacity(8192)
+    }
+
+    /// The already-written offsets at or after `offset`, for a checkpoint at `offset`.
+    func writtenFrom(_ offset: Int64) -> [Int64] {
+        guard writtenCursor < written.count else { return [] }
+        return written[writtenCursor...].filter { $0 >= offset }
     }
 
     /// Whether the output of input offset `offset` is already written. Offsets are asked in
