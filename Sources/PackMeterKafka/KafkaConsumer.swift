@@ -43,7 +43,8 @@ public final class KafkaConsumer: @unchecked Sendable {
             ("enable.partition.eof", "false"),
             ("fetch.max.bytes", "52428800"),
             ("max.partition.fetch.bytes", "4194304"),
-            ("queued.min.messages", "200000"),
+            ("queued.min.messages", "100000"),
+            ("queued.max.messages.kbytes", "65536"),
         ])
         configuration.set("group.id", groupID ?? "packmeter-reader")
         for (name, value) in extra.properties { configuration.set(name, value) }

@@ -48,6 +48,9 @@ public final class StreamingWorker: @unchecked Sendable {
     private var nextPublishAt = 0.0
     private var lastStatusRecords: UInt64 = 0
     private var lastStatusTime = 0.0
+    private var nextProgressAt = 0.0
+    private var replayTotal: Int64 = 0
+    private var replayStarted = 0.0
     /// Restored partitions whose checkpoint offsets are to be committed once assigned (a
     /// worker may have died between writing a checkpoint and committing it).
     private var restoredCommits: [(TopicPartition, Int64)] = []
@@ -145,8 +148,13 @@ public final class StreamingWorker: @unchecked Sendable {
                 serveQueries()
                 if t >= nextPublishAt { publish(); nextPublishAt = t + 0.25 }
                 if t >= nextStatusAt { logStatus(); nextStatusAt = t + Double(options.statusIntervalMs) / 1000 }
+                if case .replay = options.mode, options.progress, t >= nextProgressAt {
+                    drawReplayProgress(final: false)
+                    nextProgressAt = t + 0.5
+                }
                 if case .replay = options.mode, !shards.isEmpty, shards.values.allSatisfy(\.done) { break }
             }
+            if case .replay = options.mode, options.progress { drawReplayProgress(final: true) }
         } catch {
             batch.release()
             status.phase = .stopped
@@ -338,6 +346,7 @@ public final class StreamingWorker: @unchecked Sendable {
                 starts[tp.partition] = start
                 shard.nextOffset = start
             }
+            shard.startOffset = max(shard.nextOffset, 0)
             if shard.nextOffset >= shard.stopOffset! && starts[tp.partition] != KafkaOffset.beginning { shard.done = true }
             if stops[tp.partition]! == 0 { shard.done = true }
             assignment.append((tp, starts[tp.partition]!))
@@ -347,6 +356,8 @@ public final class StreamingWorker: @unchecked Sendable {
             let shard = shards[tp.partition]!
             return sum + max(0, shard.stopOffset! - max(shard.nextOffset, 0))
         }
+        replayTotal = total
+        replayStarted = monotonicSeconds()
         logger.info("replaying \(options.inputTopic): \(partitions) partitions, about \(total) records, into '\(options.outputTopic)' and '\(options.dlqTopic)'")
     }
 
@@ -585,6 +596,22 @@ public final class StreamingWorker: @unchecked Sendable {
         published.withLock { $0 = snapshot }
     }
 
+    /// `[######......] 1,234/5,678 records, 250k records/s, ETA 3 s` on standard error.
+    private func drawReplayProgress(final: Bool) {
+        let done = shards.values.reduce(Int64(0)) { sum, shard in
+            sum + max(0, min(shard.nextOffset, shard.stopOffset ?? shard.nextOffset) - shard.startOffset)
+        }
+        let elapsed = max(monotonicSeconds() - replayStarted, 0.001)
+        let rate = Double(done) / elapsed
+        let total = max(replayTotal, done)
+        let width = 30
+        let filled = total == 0 ? width : Int(Int64(width) * done / total)
+        let eta = rate > 0 ? Double(total - done) / rate : 0
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let line = "\rpackmeter replay: [\(bar)] \(Summary.grouped(UInt64(done)))/\(Summary.grouped(UInt64(total))) records, \(Summary.compact(rate)) records/s, ETA \(Summary.format2(eta)) s "
+        FileHandle.standardError.write((line + (final ? "\n" : "")).data(using: .utf8)!)
+    }
+
     private func logStatus() {
         publish()
         let now = monotonicSeconds()
@@ -622,8 +649,9 @@ final class Shard {
     var writeInFlight = false
     /// Counters of the run that wrote the checkpoint this shard was restored from.
     var baseCounters = ProcessingCounters()
-    /// Replay: stop before this offset.
+    /// Replay: stop before this offset; where this run started.
     var stopOffset: Int64?
+    var startOffset: Int64 = 0
     var done = false
     var sawRecord = false
     /// Input offsets whose output is already in the output topics, ascending.

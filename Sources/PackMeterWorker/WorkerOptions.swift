@@ -32,6 +32,8 @@ public struct WorkerOptions: Sendable {
     public var mode: Mode = .live
     /// Records polled at once.
     public var pollBatchMax = 8192
+    /// Replay: draw a progress line (records/s, ETA) on standard error.
+    public var progress = true
     /// Extra librdkafka properties for the consumer and producer (`--kafka-config`).
     public var kafkaProperties: [(String, String)] = []
 

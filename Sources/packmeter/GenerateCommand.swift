@@ -1,5 +1,7 @@
 import ArgumentParser
 import PackMeterCore
+import Logging
+import PackMeterKafka
 import PackMeterRuntime
 
 struct GenerateCommand: ParsableCommand {
@@ -11,7 +13,8 @@ struct GenerateCommand: ParsableCommand {
             shared-pack actions, some failed calls), with a few purchases, refunds, suspensions, \
             producer retries and broken records mixed in. The same seed gives the same file. \
             Use it to size a deployment: packmeter generate --events 1000000 > usage.jsonl, \
-            then packmeter rate usage.jsonl > /dev/null.
+            then packmeter rate usage.jsonl > /dev/null; or produce straight to a topic with \
+            --brokers (key = account).
             """
     )
 
@@ -45,6 +48,12 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write; - is standard output.", valueName: "file"))
     var out = "-"
 
+    @Option(help: ArgumentHelp("Produce to Kafka instead of writing lines (key = account).", valueName: "host:port"))
+    var brokers: String?
+
+    @Option(help: ArgumentHelp("The topic to produce to, with --brokers.", valueName: "topic"))
+    var topic = "ocr.usage"
+
     @OptionGroup var engine: EngineOptions
 
     func run() throws {
@@ -66,6 +75,10 @@ struct GenerateCommand: ParsableCommand {
         options.duplicatesPerMille = duplicates
         options.brokenPerMille = broken
         var generator = WorkloadGenerator(options: options, catalog: configuration.catalog, calendar: configuration.calendar)
+        if let brokers {
+            try produce(&generator, brokers: brokers)
+            return
+        }
         let output = try FileOutput(path: out)
         let scratch = ByteWriter(capacity: 4096)
         for _ in 0..<events {
@@ -74,5 +87,29 @@ struct GenerateCommand: ParsableCommand {
             try output.writeLine(scratch.slice(value))
         }
         try output.flush()
+    }
+
+    private func produce(_ generator: inout WorkloadGenerator, brokers: String) throws {
+        var logger = Logger(label: "packmeter.generate")
+        logger.logLevel = .warning
+        do {
+            let producer = try KafkaProducer(bootstrapServers: brokers, logger: logger)
+            guard try producer.partitionCount(topic, timeoutMs: 10_000) != nil else {
+                throw RuntimeFailure("topic '\(topic)' does not exist on \(brokers)")
+            }
+            let handle = try producer.topic(topic)
+            let scratch = ByteWriter(capacity: 4096)
+            let started = monotonicSeconds()
+            for n in 0..<events {
+                scratch.removeAll()
+                let (key, value) = generator.next(into: scratch)
+                try producer.produce(handle, key: scratch.slice(key), value: scratch.slice(value))
+                if n % 1024 == 0 { producer.poll() }
+            }
+            try producer.flush(timeoutMs: 120_000)
+            printError("packmeter generate: produced \(Summary.grouped(UInt64(events))) events to \(topic) in \(Summary.format2(monotonicSeconds() - started)) s")
+        } catch let error as KafkaError {
+            throw RuntimeFailure("\(error)")
+        }
     }
 }

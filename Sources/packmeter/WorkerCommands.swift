@@ -55,7 +55,7 @@ struct WorkerFlags: ParsableArguments {
 
     static let environmentFlags = ["brokers", "input", "output", "dlq", "group", "checkpoint-dir", "checkpoint-interval",
                                    "keep-checkpoints", "max-future-skew", "http", "status-interval", "startup-timeout",
-                                   "log-level"] + EngineOptions.environmentFlags
+                                   "log-level", "kafka-config"] + EngineOptions.environmentFlags
 
     func duration(_ text: String, _ flag: String) throws -> Int64 {
         guard let ms = DurationText.milliseconds(text), ms > 0 else {
@@ -183,8 +183,7 @@ struct ReplayCommand: AsyncParsableCommand {
     func run() async throws {
         let mode = WorkerOptions.Mode.replay(from: try position(from, "from", keyword: "earliest", value: .earliest),
                                              to: try position(to, "to", keyword: "end", value: .end))
-        var options = try flags.options(mode: mode)
-        options.statusIntervalMs = min(options.statusIntervalMs, 2000)
+        let options = try flags.options(mode: mode)
         let started = monotonicSeconds()
         let worker = try await runWorker(options, logger: try flags.logger())
         let status = worker.currentStatus
