@@ -72,7 +72,8 @@ let package = Package(
         // Against `packmeter mock-broker` and `packmeter run` started as processes.
         .testTarget(
             name: "PackMeterEndToEndTests",
-            dependencies: ["PackMeterCore", "PackMeterRuntime", "PackMeterKafka", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["PackMeterCore", "PackMeterRuntime", "PackMeterKafka", "PackMeterWorker",
+                           .product(name: "Logging", package: "swift-log")]
         ),
     ]
 )

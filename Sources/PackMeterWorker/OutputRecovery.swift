@@ -8,9 +8,10 @@ import PackMeterRuntime
 /// emitted a second time (CONTRACT.md: no output `id` emitted twice).
 ///
 /// Processing is deterministic: the output of input record (p, o) is the same bytes every
-/// time. A checkpoint of partition p covering offsets below N records the output topics'
-/// end offsets, taken after every output of offsets below N was acknowledged; outputs this
-/// run produces for offsets ≥ N come only after that, so they lie past those end offsets.
+/// time. A checkpoint of partition p covering offsets below N records, per output
+/// partition, an end offset at or past which lie all the outputs produced after the
+/// checkpoint's copy was taken, so every output this run produced for offsets ≥ N
+/// (`OutputLedger`).
 /// Outputs for offsets ≥ N that an earlier run (one that got further before dying) wrote
 /// may lie before them: the run that took the checkpoint knew those (it had found them when
 /// it started) and the checkpoint lists them (`alreadyWritten`). The scan reads every output
@@ -21,6 +22,8 @@ struct OutputRecovery {
     struct Result {
         /// Per input partition, the input offsets whose output is already written, ascending.
         var written: [Int32: [Int64]]
+        /// Every output partition's end when the scan began (after the caller's flush).
+        var highWatermarks: [String: [Int32: Int64]]
         var recordsScanned: Int
         var seconds: Double
     }
@@ -37,6 +40,7 @@ struct OutputRecovery {
         let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: nil, logger: logger)
         var assignment: [(TopicPartition, Int64)] = []
         var ends: [TopicPartition: Int64] = [:]
+        var highs: [String: [Int32: Int64]] = [:]
         for topic in outputTopics {
             guard let count = try consumer.partitionCount(topic, timeoutMs: 10_000) else {
                 throw WorkerError("output topic '\(topic)' does not exist on \(brokers)")
@@ -44,6 +48,7 @@ struct OutputRecovery {
             for q in 0..<Int32(count) {
                 let tp = TopicPartition(topic, q)
                 let (low, high) = try consumer.watermarks(tp, timeoutMs: 10_000)
+                highs[topic, default: [:]][q] = high
                 let start = max(low, scanFrom[topic]?[q] ?? low)
                 if start < high {
                     assignment.append((tp, start))
@@ -53,7 +58,7 @@ struct OutputRecovery {
         }
         var written: [Int32: [Int64]] = [:]
         var scanned = 0
-        guard !assignment.isEmpty else { return Result(written: [:], recordsScanned: 0, seconds: monotonicSeconds() - started) }
+        guard !assignment.isEmpty else { return Result(written: [:], highWatermarks: highs, recordsScanned: 0, seconds: monotonicSeconds() - started) }
         try consumer.assign(assignment)
         let batch = MessageBatch(capacity: 8192)
         var remaining = Set(ends.keys)
@@ -85,7 +90,7 @@ struct OutputRecovery {
         batch.release()
         consumer.close()
         for p in written.keys { written[p]!.sort() }
-        return Result(written: written, recordsScanned: scanned, seconds: monotonicSeconds() - started)
+        return Result(written: written, highWatermarks: highs, recordsScanned: scanned, seconds: monotonicSeconds() - started)
     }
 }
 

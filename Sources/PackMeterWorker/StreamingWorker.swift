@@ -12,8 +12,9 @@ import Synchronization
 ///
 /// **Guarantees.** Outputs go through an idempotent producer; nothing is done until its
 /// outputs are acknowledged: a checkpoint covering offset N is written only after every
-/// output of the records before N is acknowledged, and offsets are committed to the group
-/// only after the checkpoint covering them is durable. On (re)start each partition resumes
+/// output of the records before N is acknowledged (a barrier in the `OutputLedger`, so
+/// processing does not wait for it), and offsets are committed to the group only after the
+/// checkpoint covering them is durable. On (re)start each partition resumes
 /// from its newest checkpoint (or the partition's start), and the outputs already written
 /// past that checkpoint are found in the output topics and not emitted again
 /// (`OutputRecovery`): after a crash at any instant, outputs and balances are those of an
@@ -21,7 +22,8 @@ import Synchronization
 ///
 /// **Threads.** `run()` blocks its thread; librdkafka fetches and sends on its own threads;
 /// checkpoints are encoded, compressed and written on a background queue from a copy of
-/// the engine taken between batches. Readers (HTTP, status) get a published snapshot or
+/// the engine taken between batches. Partitions take their checkpoints in eight staggered
+/// slots of the interval, so each pause copies about an eighth of the state. Readers (HTTP, status) get a published snapshot or
 /// have their queries answered by the worker thread between batches, never by locking an
 /// engine.
 public final class StreamingWorker: @unchecked Sendable {
@@ -41,9 +43,13 @@ public final class StreamingWorker: @unchecked Sendable {
     private var overageTopic: ProducerTopic?
     private var dlqTopic: ProducerTopic?
     private var shards: [Int32: Shard] = [:]
+    private var ledger: OutputLedger
     private var status = WorkerStatus()
     private var retired = ProcessingCounters()
     private var nextCheckpointAt = 0.0
+    private var checkpointSlot = 0
+    /// A checkpoint interval is split in this many slots; partition p checkpoints in slot p % slots.
+    static let checkpointSlots = 8
     private var nextStatusAt = 0.0
     private var nextPublishAt = 0.0
     private var lastStatusRecords: UInt64 = 0
@@ -79,6 +85,7 @@ public final class StreamingWorker: @unchecked Sendable {
         self.options = options
         self.logger = logger
         store = CheckpointStore(directory: options.checkpointDirectory, keep: options.keepCheckpoints, logger: logger)
+        ledger = OutputLedger(topics: [options.outputTopic, options.dlqTopic])
     }
 
     // MARK: - Public surface for readers
@@ -108,6 +115,8 @@ public final class StreamingWorker: @unchecked Sendable {
         let producerExtra = KafkaConfiguration(options.kafkaProperties.filter { !Self.isConsumerProperty($0.0) })
         let producer = try KafkaProducer(bootstrapServers: options.brokers, configuration: producerExtra, logger: logger)
         self.producer = producer
+        let ledger = self.ledger
+        producer.onDelivery = { ledger.delivered($0) }
         overageTopic = try producer.topic(options.outputTopic)
         dlqTopic = try producer.topic(options.dlqTopic)
 
@@ -127,7 +136,7 @@ public final class StreamingWorker: @unchecked Sendable {
         }
         status.phase = .running
         let now = monotonicSeconds()
-        nextCheckpointAt = now + Double(options.checkpointIntervalMs) / 1000
+        nextCheckpointAt = now + checkpointSlotSeconds
         nextStatusAt = now + Double(options.statusIntervalMs) / 1000
         lastStatusTime = now
 
@@ -138,12 +147,16 @@ public final class StreamingWorker: @unchecked Sendable {
                 if n > 0 { try process(batch, count: n) }
                 batch.release()
                 producer.poll(timeoutMs: 0)
+                if let failure = producer.failure { throw failure }
+                writeCheckpointsPastBarriers()
                 try drainCompletedWrites()
                 if !restoredCommits.isEmpty { commitRestored() }
                 let t = monotonicSeconds()
                 if t >= nextCheckpointAt {
-                    try checkpointRound(final: false)
-                    nextCheckpointAt = monotonicSeconds() + Double(options.checkpointIntervalMs) / 1000
+                    let slot = checkpointSlot
+                    startCheckpoints(shards.values.filter { Int($0.partition) % Self.checkpointSlots == slot })
+                    checkpointSlot = (checkpointSlot + 1) % Self.checkpointSlots
+                    nextCheckpointAt = monotonicSeconds() + checkpointSlotSeconds
                 }
                 serveQueries()
                 if t >= nextPublishAt { publish(); nextPublishAt = t + 0.25 }
@@ -172,6 +185,10 @@ public final class StreamingWorker: @unchecked Sendable {
         dlqTopic = nil
         self.producer = nil
         self.consumer = nil
+    }
+
+    private var checkpointSlotSeconds: Double {
+        Double(options.checkpointIntervalMs) / 1000 / Double(Self.checkpointSlots)
     }
 
     /// librdkafka properties that only a consumer takes (the producer would warn about them).
@@ -254,22 +271,14 @@ public final class StreamingWorker: @unchecked Sendable {
         try producer?.flush(timeoutMs: 60_000)
         var opened: [(Shard, CheckpointHeader?)] = []
         for p in partitions { opened.append(try openShard(p)) }
-        // Read back outputs from the smallest end offsets any of these checkpoints recorded.
-        var scanFrom: [String: [Int32: Int64]] = [:]
-        var fromStart = false
-        for (_, header) in opened {
-            guard let header else { fromStart = true; continue }
-            for (topic, ends) in header.outputEndOffsets {
-                for (q, end) in ends { scanFrom[topic, default: [:]][q] = min(scanFrom[topic]?[q] ?? end, end) }
-            }
-            if header.outputEndOffsets.isEmpty { fromStart = true }
-        }
-        if fromStart { scanFrom = [:] }
+        let scanFrom = Self.scanStarts(opened.map { $0.1?.outputEndOffsets }, outputTopics: [options.outputTopic, options.dlqTopic])
+        let fromStart = scanFrom.isEmpty
         let recovery = OutputRecovery(brokers: options.brokers, inputTopic: options.inputTopic,
                                       outputTopics: [options.outputTopic, options.dlqTopic], logger: logger)
         let resume = Dictionary(uniqueKeysWithValues: opened.map { ($0.0.partition, $0.0.nextOffset) })
         logger.info("reading back outputs of partitions \(resume.keys.sorted()) (resuming at \(resume.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " "))) from \(fromStart ? "the start" : scanFrom.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " "))" }.joined(separator: "; ")) of the output topics")
         let found = try recovery.scan(resume: resume, scanFrom: scanFrom)
+        ledger.raise(to: found.highWatermarks)
         status.recoveryRecordsScanned += found.recordsScanned
         status.recoverySeconds += found.seconds
         var starts: [Int32: Int64] = [:]
@@ -291,6 +300,24 @@ public final class StreamingWorker: @unchecked Sendable {
         return starts
     }
 
+    /// Where to start reading back each output partition: the smallest end offset any of the
+    /// restored checkpoints recorded for it. A partition or topic a checkpoint does not
+    /// list, or a partition restored without a checkpoint (nil), is read from its start
+    /// (absent from the result).
+    static func scanStarts(_ recorded: [[String: [Int32: Int64]]?], outputTopics: [String]) -> [String: [Int32: Int64]] {
+        var starts: [String: [Int32: Int64]] = [:]
+        for topic in outputTopics {
+            let ends = recorded.map { $0?[topic] }
+            guard !ends.isEmpty, !ends.contains(where: { $0 == nil }) else { continue }
+            let partitions = Set(ends.flatMap { $0!.keys })
+            for q in partitions {
+                let from = ends.map { $0![q] ?? 0 }.min()!
+                if from > 0 { starts[topic, default: [:]][q] = from }
+            }
+        }
+        return starts
+    }
+
     private func rebalance(_ event: KafkaConsumer.RebalanceEvent) throws -> [TopicPartition: Int64] {
         switch event {
         case let .assigned(tps):
@@ -301,7 +328,7 @@ public final class StreamingWorker: @unchecked Sendable {
         case let .revoked(tps):
             let mine = tps.map(\.partition).filter { shards[$0] != nil }
             logger.info("revoked \(options.inputTopic) partitions \(mine.sorted()): checkpointing them")
-            try checkpointRound(final: true, only: Set(mine))
+            try checkpointNow(only: Set(mine))
             for p in mine { retire(p) }
             return [:]
         case let .lost(tps):
@@ -412,69 +439,71 @@ public final class StreamingWorker: @unchecked Sendable {
                 status.outputsSuppressed += 1
                 continue
             }
-            let topic = entry.kind == .overage ? overageTopic! : dlqTopic!
-            try producer!.produce(topic, key: output.key(of: entry), value: output.value(of: entry))
+            let overage = entry.kind == .overage
+            try producer!.produce(overage ? overageTopic! : dlqTopic!, key: output.key(of: entry), value: output.value(of: entry),
+                                  tag: ledger.nextTag(topicIndex: overage ? 0 : 1))
         }
     }
 
     // MARK: - Checkpoints
 
-    /// Flushes the producer (every output so far acknowledged), records the output topics'
-    /// end offsets, copies each shard's engine that advanced, and hands the copies to the
-    /// writer. With `final`, waits until they are durable and commits.
-    private func checkpointRound(final: Bool, only: Set<Int32>? = nil) throws {
+    /// Starts checkpoints of `candidates` that advanced: copies their engines (the only pause
+    /// processing sees) and raises a barrier behind every output produced so far; they are
+    /// written once it completes (`writeCheckpointsPastBarriers`).
+    private func startCheckpoints(_ candidates: [Shard]) {
         let started = monotonicSeconds()
-        let candidates = shards.values.filter { ($0.nextOffset > $0.checkpointedOffset) && (only == nil || only!.contains($0.partition)) }
-        if final {
-            // Let an earlier write of these partitions finish first.
-            writerQueue.sync {}
-            try drainCompletedWrites()
-        }
-        guard !candidates.isEmpty else { return }
-        try producer!.flush(timeoutMs: 60_000)
-        let ends = try outputEndOffsets()
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        for shard in candidates where !shard.writeInFlight {
-            let copy = EngineCopy(engine: shard.processor.engine.copy())
+        var pending: [PendingCheckpoint] = []
+        for shard in candidates where shard.nextOffset > shard.checkpointedOffset && !shard.writeInFlight {
             var counters = shard.baseCounters
             counters.add(shard.processor.counters)
-            let header = CheckpointHeader(topic: options.inputTopic, partition: shard.partition, nextOffset: shard.nextOffset,
-                                          configuration: options.engine, counters: counters, createdMs: now, outputEndOffsets: ends,
-                                          alreadyWritten: shard.writtenFrom(shard.nextOffset))
+            pending.append(PendingCheckpoint(partition: shard.partition, nextOffset: shard.nextOffset,
+                                             copy: EngineCopy(engine: shard.processor.engine.copy()), counters: counters,
+                                             alreadyWritten: shard.writtenFrom(shard.nextOffset), createdMs: now))
             shard.writeInFlight = true
-            let partition = shard.partition
-            let offset = shard.nextOffset
-            writerQueue.async { [store, self] in
-                var result = CheckpointWrite(partition: partition, nextOffset: offset, path: nil, bytes: 0, error: nil)
-                do {
-                    let (path, bytes) = try store.write(copy.engine, header: header)
-                    result.path = path
-                    result.bytes = bytes
-                } catch {
-                    result.error = error
-                }
-                self.completedWrites.withLock { $0.append(result) }
-            }
         }
+        guard !pending.isEmpty else { return }
+        ledger.raiseBarrier(for: pending)
         let stallMs = (monotonicSeconds() - started) * 1000
         status.lastCheckpointStallMs = stallMs
         status.maxCheckpointStallMs = max(status.maxCheckpointStallMs, stallMs)
-        if final {
-            writerQueue.sync {}
-            try drainCompletedWrites()
+    }
+
+    /// Hands the checkpoints whose outputs are all acknowledged to the writer.
+    private func writeCheckpointsPastBarriers() {
+        for (checkpoints, ends) in ledger.takeCompleted() {
+            for pending in checkpoints {
+                let header = CheckpointHeader(topic: options.inputTopic, partition: pending.partition, nextOffset: pending.nextOffset,
+                                              configuration: options.engine, counters: pending.counters, createdMs: pending.createdMs,
+                                              outputEndOffsets: ends, alreadyWritten: pending.alreadyWritten)
+                writerQueue.async { [store, self] in
+                    var result = CheckpointWrite(partition: pending.partition, nextOffset: pending.nextOffset, path: nil, bytes: 0, error: nil)
+                    do {
+                        (result.path, result.bytes) = try store.write(pending.copy.engine, header: header)
+                    } catch {
+                        result.error = error
+                    }
+                    self.completedWrites.withLock { $0.append(result) }
+                }
+            }
         }
     }
 
-    /// Every output partition's end offset, after a flush.
-    private func outputEndOffsets() throws -> [String: [Int32: Int64]] {
-        var ends: [String: [Int32: Int64]] = [:]
-        for topic in [options.outputTopic, options.dlqTopic] {
-            let count = try producer!.partitionCount(topic, timeoutMs: 10_000) ?? 0
-            for q in 0..<Int32(count) {
-                ends[topic, default: [:]][q] = try producer!.watermarks(TopicPartition(topic, q), timeoutMs: 10_000).high
-            }
-        }
-        return ends
+    /// Checkpoints `only` (all shards when nil) and waits until they are durable and
+    /// committed: on revocation and at shutdown.
+    private func checkpointNow(only: Set<Int32>? = nil) throws {
+        // After a fatal error the producer is gone and nothing more is declared done.
+        guard let producer, only?.isEmpty != true else { return }
+        // Let the checkpoints already under way finish first.
+        try producer.flush(timeoutMs: 60_000)
+        writeCheckpointsPastBarriers()
+        writerQueue.sync {}
+        try drainCompletedWrites()
+        startCheckpoints(shards.values.filter { only == nil || only!.contains($0.partition) })
+        try producer.flush(timeoutMs: 60_000)
+        writeCheckpointsPastBarriers()
+        writerQueue.sync {}
+        try drainCompletedWrites()
     }
 
     /// Marks durable checkpoints and commits the offsets they cover.
@@ -522,7 +551,7 @@ public final class StreamingWorker: @unchecked Sendable {
         status.phase = .stopping
         publish()
         logger.info("stopping: writing checkpoints")
-        try checkpointRound(final: true)
+        try checkpointNow()
         finalReport = busiestAccounts(limit: 10)
         if case .live = options.mode {
             consumer?.close()

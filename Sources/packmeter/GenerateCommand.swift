@@ -93,7 +93,10 @@ struct GenerateCommand: ParsableCommand {
         var logger = Logger(label: "packmeter.generate")
         logger.logLevel = .warning
         do {
-            let producer = try KafkaProducer(bootstrapServers: brokers, logger: logger)
+            // Bulk loading: fuller batches than the worker's low-latency default (a broker
+            // serves a consumer batch by batch, librdkafka's mock one batch per fetch).
+            let producer = try KafkaProducer(bootstrapServers: brokers, configuration: KafkaConfiguration([("linger.ms", "100")]),
+                                             logger: logger)
             guard try producer.partitionCount(topic, timeoutMs: 10_000) != nil else {
                 throw RuntimeFailure("topic '\(topic)' does not exist on \(brokers)")
             }

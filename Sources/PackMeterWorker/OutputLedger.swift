@@ -1,0 +1,112 @@
+import PackMeterCore
+import PackMeterKafka
+
+/// What the producer has had acknowledged, so that a checkpoint waits for the outputs of the
+/// records it covers without stopping processing to flush.
+///
+/// Every output is produced with a sequence number (its tag). A checkpoint copies its
+/// engines and then raises a *barrier* at the newest sequence number so far: the barrier
+/// completes when every output numbered at or below it is acknowledged, and only then is the
+/// checkpoint written. Meanwhile the barrier learns, for each output partition, the end of
+/// what was written before it (the highest acknowledged offset + 1 among its outputs, or
+/// the partition's end when this worker last read it back). The idempotent producer keeps
+/// the order of each partition, so every output produced after the barrier (the outputs of
+/// records the checkpoint does not cover) lands at or past that end: the end offsets a
+/// checkpoint records are where a restart must start reading back (`OutputRecovery`).
+///
+/// Owned by the worker thread; delivery reports arrive on it too (`KafkaProducer.poll`).
+final class OutputLedger {
+    /// The output topics, in the order of their tag bit.
+    let topics: [String]
+    private(set) var produced: UInt64 = 0
+    private(set) var acknowledged: UInt64 = 0
+    /// Per topic, per partition: an offset at or past which lie only outputs not yet
+    /// acknowledged or produced later.
+    private var ends: [[Int32: Int64]]
+    private var barriers: [Barrier] = []
+
+    private static let topicBit: UInt64 = 1 << 63
+
+    final class Barrier {
+        /// Every output with a sequence number at or below this one must be acknowledged.
+        let lastSequence: UInt64
+        var unacknowledged: Int
+        var ends: [[Int32: Int64]]
+        let checkpoints: [PendingCheckpoint]
+
+        init(lastSequence: UInt64, unacknowledged: Int, ends: [[Int32: Int64]], checkpoints: [PendingCheckpoint]) {
+            self.lastSequence = lastSequence
+            self.unacknowledged = unacknowledged
+            self.ends = ends
+            self.checkpoints = checkpoints
+        }
+    }
+
+    init(topics: [String]) {
+        precondition(topics.count == 2, "one tag bit tells the two output topics apart")
+        self.topics = topics
+        ends = topics.map { _ in [:] }
+    }
+
+    /// The tag for the next output, to `topicIndex` (0: overage, 1: dead letters).
+    @inline(__always)
+    func nextTag(topicIndex: Int) -> UInt64 {
+        produced += 1
+        return topicIndex == 0 ? produced : produced | Self.topicBit
+    }
+
+    /// Counts an acknowledged output. Failed deliveries are not counted: the producer keeps
+    /// the first failure and the worker stops on it.
+    func delivered(_ report: DeliveryReport) {
+        guard report.errorCode == 0 else { return }
+        acknowledged += 1
+        let topic = report.tag & Self.topicBit == 0 ? 0 : 1
+        let sequence = report.tag & ~Self.topicBit
+        let end = report.offset + 1
+        if end > ends[topic][report.partition] ?? 0 { ends[topic][report.partition] = end }
+        for barrier in barriers where sequence <= barrier.lastSequence {
+            barrier.unacknowledged -= 1
+            if end > barrier.ends[topic][report.partition] ?? 0 { barrier.ends[topic][report.partition] = end }
+        }
+    }
+
+    /// Output partitions' ends as read back after a flush: everything produced from now on
+    /// lands at or past them.
+    func raise(to highWatermarks: [String: [Int32: Int64]]) {
+        for (t, topic) in topics.enumerated() {
+            for (q, high) in highWatermarks[topic] ?? [:] { ends[t][q] = max(ends[t][q] ?? 0, high) }
+        }
+    }
+
+    /// Raises a barrier for `checkpoints`, whose engines were copied after every output of
+    /// the records they cover was produced.
+    func raiseBarrier(for checkpoints: [PendingCheckpoint]) {
+        barriers.append(Barrier(lastSequence: produced, unacknowledged: Int(produced - acknowledged), ends: ends,
+                                checkpoints: checkpoints))
+    }
+
+    var hasPendingBarriers: Bool { !barriers.isEmpty }
+
+    /// The barriers whose outputs are all acknowledged, removed from the ledger, with the
+    /// end offsets their checkpoints record.
+    func takeCompleted() -> [(checkpoints: [PendingCheckpoint], endOffsets: [String: [Int32: Int64]])] {
+        guard barriers.contains(where: { $0.unacknowledged == 0 }) else { return [] }
+        var done: [(checkpoints: [PendingCheckpoint], endOffsets: [String: [Int32: Int64]])] = []
+        barriers.removeAll { barrier in
+            guard barrier.unacknowledged == 0 else { return false }
+            done.append((barrier.checkpoints, Dictionary(uniqueKeysWithValues: zip(topics, barrier.ends))))
+            return true
+        }
+        return done
+    }
+}
+
+/// A checkpoint whose engine copy is taken, waiting for its barrier.
+struct PendingCheckpoint {
+    let partition: Int32
+    let nextOffset: Int64
+    let copy: EngineCopy
+    let counters: ProcessingCounters
+    let alreadyWritten: [Int64]
+    let createdMs: Int64
+}

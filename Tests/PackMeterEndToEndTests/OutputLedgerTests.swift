@@ -1,0 +1,92 @@
+import PackMeterCore
+@testable import PackMeterKafka
+import Testing
+@testable import PackMeterWorker
+
+/// The bookkeeping that lets a checkpoint wait for its outputs without a flush, and the
+/// read-back start a restart derives from the end offsets checkpoints recorded.
+@Suite("Output ledger and read-back starts")
+struct OutputLedgerTests {
+    let topics = ["ocr.overage", "ocr.usage.dlq"]
+
+    func pending(_ partition: Int32) -> PendingCheckpoint {
+        let catalog = try! Catalog.builtin()
+        let calendar = try! BillingCalendar(timeZoneIdentifier: "Asia/Shanghai")
+        return PendingCheckpoint(partition: partition, nextOffset: 10, copy: EngineCopy(engine: PartitionEngine(catalog: catalog, calendar: calendar)),
+                                 counters: ProcessingCounters(), alreadyWritten: [], createdMs: 0)
+    }
+
+    func ack(_ ledger: OutputLedger, _ tag: UInt64, partition: Int32, offset: Int64, error: Int32 = 0) {
+        ledger.delivered(DeliveryReport(tag: tag, partition: partition, offset: offset, errorCode: error))
+    }
+
+    @Test func aBarrierCompletes_onlyWhenEveryEarlierOutputIsAcknowledged_inAnyOrder() {
+        let ledger = OutputLedger(topics: topics)
+        let a = ledger.nextTag(topicIndex: 0)
+        let b = ledger.nextTag(topicIndex: 1)
+        let c = ledger.nextTag(topicIndex: 0)
+        ledger.raiseBarrier(for: [pending(3)])
+        let later = ledger.nextTag(topicIndex: 0)
+        ack(ledger, later, partition: 0, offset: 40)
+        ack(ledger, c, partition: 2, offset: 7)
+        ack(ledger, a, partition: 0, offset: 12)
+        #expect(ledger.takeCompleted().isEmpty, "one output before the barrier is still unacknowledged")
+        ack(ledger, b, partition: 1, offset: 3)
+        let done = ledger.takeCompleted()
+        #expect(done.count == 1)
+        #expect(done.first?.checkpoints.map(\.partition) == [3])
+        #expect(ledger.takeCompleted().isEmpty, "a completed barrier is handed out once")
+    }
+
+    @Test func aBarriersEndOffsets_coverItsOutputs_andNotTheOnesProducedAfterIt() {
+        let ledger = OutputLedger(topics: topics)
+        ledger.raise(to: ["ocr.overage": [0: 5, 1: 9, 2: 0], "ocr.usage.dlq": [0: 2, 1: 0]])
+        let before = ledger.nextTag(topicIndex: 0)
+        ledger.raiseBarrier(for: [pending(0)])
+        let after = ledger.nextTag(topicIndex: 0)
+        let dlqAfter = ledger.nextTag(topicIndex: 1)
+        ack(ledger, after, partition: 0, offset: 30)
+        ack(ledger, dlqAfter, partition: 1, offset: 4)
+        ack(ledger, before, partition: 0, offset: 20)
+        let done = ledger.takeCompleted()
+        #expect(done.count == 1)
+        // Partition 0: its own output at 20 (the later one at 30 lands past the end); the
+        // others keep the ends read back at start, partitions with nothing yet included.
+        #expect(done.first?.endOffsets == ["ocr.overage": [0: 21, 1: 9, 2: 0], "ocr.usage.dlq": [0: 2, 1: 0]])
+    }
+
+    @Test func aBarrierWithNothingInFlight_isCompleteAtOnce_withTheEndsSoFar() {
+        let ledger = OutputLedger(topics: topics)
+        ledger.raise(to: ["ocr.overage": [0: 0], "ocr.usage.dlq": [0: 0]])
+        let tag = ledger.nextTag(topicIndex: 1)
+        ack(ledger, tag, partition: 0, offset: 6)
+        ledger.raiseBarrier(for: [pending(1), pending(2)])
+        let done = ledger.takeCompleted()
+        #expect(done.first?.checkpoints.count == 2)
+        #expect(done.first?.endOffsets == ["ocr.overage": [0: 0], "ocr.usage.dlq": [0: 7]])
+    }
+
+    @Test func aFailedDelivery_neverCompletesTheBarrier() {
+        let ledger = OutputLedger(topics: topics)
+        let tag = ledger.nextTag(topicIndex: 0)
+        ledger.raiseBarrier(for: [pending(0)])
+        ack(ledger, tag, partition: 0, offset: -1, error: -192)
+        #expect(ledger.takeCompleted().isEmpty)
+        #expect(ledger.hasPendingBarriers)
+    }
+
+    @Test func readBackStarts_takeTheSmallestEnd_andAPartitionAnyCheckpointMissesFromItsStart() {
+        let a: [String: [Int32: Int64]] = ["ocr.overage": [0: 100, 1: 50], "ocr.usage.dlq": [0: 8]]
+        let b: [String: [Int32: Int64]] = ["ocr.overage": [0: 70], "ocr.usage.dlq": [0: 9, 1: 4]]
+        let starts = StreamingWorker.scanStarts([a, b], outputTopics: topics)
+        // overage 1 is not in b: from its start; dlq 1 is not in a: from its start.
+        #expect(starts == ["ocr.overage": [0: 70], "ocr.usage.dlq": [0: 8]])
+    }
+
+    @Test func readBackStarts_aPartitionWithoutCheckpoint_readsEverythingFromTheStart() {
+        let a: [String: [Int32: Int64]] = ["ocr.overage": [0: 100], "ocr.usage.dlq": [0: 8]]
+        #expect(StreamingWorker.scanStarts([a, nil], outputTopics: topics).isEmpty)
+        #expect(StreamingWorker.scanStarts([a, [:]], outputTopics: topics).isEmpty)
+        #expect(StreamingWorker.scanStarts([a], outputTopics: topics) == a)
+    }
+}
