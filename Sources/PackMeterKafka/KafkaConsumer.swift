@@ -130,12 +130,21 @@ public final class KafkaConsumer: @unchecked Sendable {
         if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, operation: "assign \(partitions.map(\.0))") }
     }
 
-    /// Waits up to `timeoutMs` for messages and fills `batch` with up to its capacity.
-    /// Rebalance callbacks run inside this call. Returns the number of messages.
+    /// Fills `batch` with the messages already fetched, up to its capacity; when there are
+    /// none, waits up to `timeoutMs` for the first. Rebalance callbacks run inside this
+    /// call. Returns the number of messages.
+    ///
+    /// (librdkafka's batch call waits for a *full* batch until the timeout; taking what is
+    /// there instead lets the caller work while the next fetch is under way.)
     @discardableResult
     public func poll(into batch: MessageBatch, timeoutMs: Int32) throws -> Int {
         batch.release()
-        let n = rd_kafka_consume_batch_queue(queue, timeoutMs, batch.buffer, batch.capacity)
+        var n = rd_kafka_consume_batch_queue(queue, 0, batch.buffer, batch.capacity)
+        if n == 0 && timeoutMs > 0 && context.pendingError == nil, let first = rd_kafka_consume_queue(queue, timeoutMs) {
+            batch.buffer[0] = first
+            let more = rd_kafka_consume_batch_queue(queue, 0, batch.buffer + 1, batch.capacity - 1)
+            n = more < 0 ? 1 : 1 + more
+        }
         if let error = context.pendingError {
             context.pendingError = nil
             if n > 0 { batch.count = n }

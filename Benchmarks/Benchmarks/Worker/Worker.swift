@@ -61,6 +61,12 @@ final class KafkaWorkload: @unchecked Sendable {
         round += 1
         var options = WorkerOptions(brokers: cluster.bootstrapServers, engine: configuration)
         options.group = "bench-\(round)"
+        // Fresh output topics each round: on the old ones the worker would find its outputs
+        // already written and rightly not produce them again.
+        options.outputTopic = "ocr.overage.\(round)"
+        options.dlqTopic = "ocr.usage.dlq.\(round)"
+        try! cluster.createTopic(options.outputTopic, partitions: 8)
+        try! cluster.createTopic(options.dlqTopic, partitions: 8)
         options.checkpointDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("packmeter-bench-\(getpid())-\(round)").path
         options.checkpointIntervalMs = 1000
         options.statusIntervalMs = 3_600_000
@@ -75,16 +81,19 @@ final class KafkaWorkload: @unchecked Sendable {
         while worker.currentStatus.counters.recordsRead == 0 { usleep(200) }
         benchmark.startMeasurement()
         let started = monotonicSeconds()
+        let cpuBefore = cpuSeconds()
         while worker.currentStatus.counters.recordsRead < UInt64(records) {
             precondition(monotonicSeconds() - started < 120, "the worker billed only \(worker.currentStatus.counters.recordsRead) of \(records) records in 120 s")
             usleep(200)
         }
         benchmark.stopMeasurement()
-        benchmark.measurement(.custom("events/s", polarity: .prefersLarger, useScalingFactor: false),
-                              Int(Double(records) / (monotonicSeconds() - started)))
+        let elapsed = monotonicSeconds() - started
+        benchmark.measurement(.custom("events/s", polarity: .prefersLarger, useScalingFactor: false), Int(Double(records) / elapsed))
+        benchmark.measurement(.custom("cores busy (%)", useScalingFactor: false), Int((cpuSeconds() - cpuBefore) / elapsed * 100))
         let status = worker.currentStatus
         worker.requestStop()
         done.wait()
+        precondition(status.outputsSuppressed == 0, "outputs were suppressed as already written")
         benchmark.measurement(.custom("overage records per 1000", useScalingFactor: false),
                               Int(status.counters.overageRecords * 1000 / UInt64(records)))
         benchmark.measurement(.custom("max checkpoint pause (ms)", useScalingFactor: false), Int(status.maxCheckpointStallMs))
@@ -115,12 +124,19 @@ final class KafkaWorkload: @unchecked Sendable {
     }
 }
 
+/// CPU time this process used so far (all threads, user + system).
+func cpuSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
+
 let benchmarks: @Sendable () -> Void = {
     let records = 320_000
     let configuration = Benchmark.Configuration(
         metrics: [.wallClock, .peakMemoryResident, .custom("events/s", polarity: .prefersLarger, useScalingFactor: false),
                   .custom("overage records per 1000", useScalingFactor: false),
-                  .custom("max checkpoint pause (ms)", useScalingFactor: false)],
+                  .custom("max checkpoint pause (ms)", useScalingFactor: false), .custom("cores busy (%)", useScalingFactor: false)],
         maxDuration: .seconds(60), maxIterations: 5)
 
     // One KafkaWorkload for both, so that the two rates come from the same run.
