@@ -155,11 +155,13 @@ public final class KafkaConsumer: @unchecked Sendable {
         return n
     }
 
-    /// Commits `offsets` (the next offset to read, per partition) to the group, synchronously.
-    public func commit(_ offsets: [(TopicPartition, Int64)]) throws(KafkaError) {
+    /// Commits `offsets` (the next offset to read, per partition) to the group. With
+    /// `wait`, returns once the coordinator has them; without, sends the request and
+    /// returns (a failure is only logged by librdkafka, and the next commit covers it).
+    public func commit(_ offsets: [(TopicPartition, Int64)], wait: Bool = true) throws(KafkaError) {
         guard !offsets.isEmpty else { return }
         let list = PartitionList(offsets)
-        let err = rd_kafka_commit(handle, list.pointer, 0)
+        let err = rd_kafka_commit(handle, list.pointer, wait ? 0 : 1)
         if err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET {
             throw KafkaError(err, operation: "commit offsets")
         }

@@ -503,11 +503,13 @@ public final class StreamingWorker: @unchecked Sendable {
         try producer.flush(timeoutMs: 60_000)
         writeCheckpointsPastBarriers()
         writerQueue.sync {}
-        try drainCompletedWrites()
+        try drainCompletedWrites(waitForCommit: true)
     }
 
-    /// Marks durable checkpoints and commits the offsets they cover.
-    private func drainCompletedWrites() throws {
+    /// Marks durable checkpoints and commits the offsets they cover: in the background
+    /// while running (a commit only moves the group's lag; positions come from the
+    /// checkpoints), waiting for the coordinator with `waitForCommit`.
+    private func drainCompletedWrites(waitForCommit: Bool = false) throws {
         let done = completedWrites.withLock { list -> [CheckpointWrite] in
             defer { list.removeAll() }
             return list
@@ -526,7 +528,7 @@ public final class StreamingWorker: @unchecked Sendable {
         }
         if case .live = options.mode, !commits.isEmpty {
             do {
-                try consumer?.commit(commits)
+                try consumer?.commit(commits, wait: waitForCommit)
             } catch {
                 // A failed commit only delays lag reporting: positions come from checkpoints.
                 logger.warning("could not commit offsets: \(error)")
@@ -539,7 +541,7 @@ public final class StreamingWorker: @unchecked Sendable {
         restoredCommits.removeAll()
         guard case .live = options.mode, !commits.isEmpty else { return }
         do {
-            try consumer?.commit(commits)
+            try consumer?.commit(commits, wait: false)
         } catch {
             logger.warning("could not commit restored offsets: \(error)")
         }
