@@ -109,4 +109,7 @@ struct PendingCheckpoint {
     let counters: ProcessingCounters
     let alreadyWritten: [Int64]
     let createdMs: Int64
+    /// The shard the copy is of. If the partition is lost meanwhile (or lost and opened
+    /// again), the copy is dropped: it is no longer this worker's to checkpoint.
+    var shard: Shard? = nil
 }

@@ -459,7 +459,7 @@ public final class StreamingWorker: @unchecked Sendable {
             counters.add(shard.processor.counters)
             pending.append(PendingCheckpoint(partition: shard.partition, nextOffset: shard.nextOffset,
                                              copy: EngineCopy(engine: shard.processor.engine.copy()), counters: counters,
-                                             alreadyWritten: shard.writtenFrom(shard.nextOffset), createdMs: now))
+                                             alreadyWritten: shard.writtenFrom(shard.nextOffset), createdMs: now, shard: shard))
             shard.writeInFlight = true
         }
         guard !pending.isEmpty else { return }
@@ -473,13 +473,18 @@ public final class StreamingWorker: @unchecked Sendable {
     private func writeCheckpointsPastBarriers() {
         for (checkpoints, ends) in ledger.takeCompleted() {
             for pending in checkpoints {
+                if let owner = pending.shard, shards[pending.partition] !== owner {
+                    logger.info("\(options.inputTopic)[\(pending.partition)] was lost before its checkpoint at \(pending.nextOffset) could be written; dropping it")
+                    continue
+                }
                 let header = CheckpointHeader(topic: options.inputTopic, partition: pending.partition, nextOffset: pending.nextOffset,
                                               configuration: options.engine, counters: pending.counters, createdMs: pending.createdMs,
                                               outputEndOffsets: ends, alreadyWritten: pending.alreadyWritten)
+                let (partition, offset, copy) = (pending.partition, pending.nextOffset, pending.copy)
                 writerQueue.async { [store, self] in
-                    var result = CheckpointWrite(partition: pending.partition, nextOffset: pending.nextOffset, path: nil, bytes: 0, error: nil)
+                    var result = CheckpointWrite(partition: partition, nextOffset: offset, path: nil, bytes: 0, error: nil)
                     do {
-                        (result.path, result.bytes) = try store.write(pending.copy.engine, header: header)
+                        (result.path, result.bytes) = try store.write(copy.engine, header: header)
                     } catch {
                         result.error = error
                     }
