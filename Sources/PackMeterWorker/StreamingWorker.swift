@@ -392,6 +392,9 @@ public final class StreamingWorker: @unchecked Sendable {
 
     private func process(_ batch: MessageBatch, count: Int) throws {
         var touched: [Shard] = []
+        // Messages come in runs of one partition (a fetched batch at a time).
+        var lastPartition: Int32 = -1
+        var lastShard: Shard?
         for i in 0..<count {
             let message = batch[i]
             if let error = message.error {
@@ -402,7 +405,11 @@ public final class StreamingWorker: @unchecked Sendable {
                 logger.error("consume error: \(error)")
                 continue
             }
-            guard let shard = shards[message.partition], !shard.done else { continue }
+            if message.partition != lastPartition {
+                lastPartition = message.partition
+                lastShard = shards[message.partition]
+            }
+            guard let shard = lastShard, !shard.done else { continue }
             if let stop = shard.stopOffset, message.offset >= stop {
                 shard.done = true
                 continue
