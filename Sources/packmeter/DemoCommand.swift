@@ -95,28 +95,22 @@ struct DemoCommand: ParsableCommand {
         } catch {
             throw RuntimeFailure("\(error)")
         }
-        let scratch = ByteWriter(capacity: 4096)
         let started = monotonicSeconds()
         var lastDraw = 0.0
         let leadMax = UInt64(40_000 * partitions)
-        for n in 0..<events {
-            if n % 4096 == 0 {
-                while UInt64(n) > worker.currentStatus.counters.recordsRead + leadMax {
-                    if workerResult.withLock({ $0 }) != nil { break }
-                    producer.poll(timeoutMs: 20)
-                    drawProgress(worker, total: events, produced: n, started: started, last: &lastDraw)
-                }
-                if case let .failure(error) = workerResult.withLock({ $0 }) { throw RuntimeFailure("the worker stopped: \(error)") }
+        for n in stride(from: 0, to: events, by: 4096) {
+            while UInt64(n) > worker.currentStatus.counters.recordsRead + leadMax {
+                if workerResult.withLock({ $0 }) != nil { break }
+                producer.poll(timeoutMs: 20)
                 drawProgress(worker, total: events, produced: n, started: started, last: &lastDraw)
             }
-            scratch.removeAll()
-            let (key, value) = generator.next(into: scratch)
+            if case let .failure(error) = workerResult.withLock({ $0 }) { throw RuntimeFailure("the worker stopped: \(error)") }
+            drawProgress(worker, total: events, produced: n, started: started, last: &lastDraw)
             do {
-                try producer.produce(topic, key: scratch.slice(key), value: scratch.slice(value))
+                try producer.produce(min(4096, events - n), from: &generator, to: topic)
             } catch {
                 throw RuntimeFailure("\(error)")
             }
-            if n % 256 == 0 { producer.poll(timeoutMs: 0) }
         }
         do { try producer.flush(timeoutMs: 60_000) } catch { throw RuntimeFailure("\(error)") }
         topic = nil

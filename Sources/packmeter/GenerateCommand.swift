@@ -3,6 +3,7 @@ import PackMeterCore
 import Logging
 import PackMeterKafka
 import PackMeterRuntime
+import PackMeterWorker
 
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -101,14 +102,8 @@ struct GenerateCommand: ParsableCommand {
                 throw RuntimeFailure("topic '\(topic)' does not exist on \(brokers)")
             }
             let handle = try producer.topic(topic)
-            let scratch = ByteWriter(capacity: 4096)
             let started = monotonicSeconds()
-            for n in 0..<events {
-                scratch.removeAll()
-                let (key, value) = generator.next(into: scratch)
-                try producer.produce(handle, key: scratch.slice(key), value: scratch.slice(value))
-                if n % 1024 == 0 { producer.poll() }
-            }
+            try producer.produce(events, from: &generator, to: handle)
             try producer.flush(timeoutMs: 120_000)
             printError("packmeter generate: produced \(Summary.grouped(UInt64(events))) events to \(topic) in \(Summary.format2(monotonicSeconds() - started)) s")
         } catch let error as KafkaError {

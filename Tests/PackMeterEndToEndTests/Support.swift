@@ -4,6 +4,7 @@ import Testing
 @testable import PackMeterCore
 import PackMeterKafka
 import PackMeterRuntime
+import PackMeterWorker
 
 /// The `packmeter` executable built beside this test bundle.
 let packmeterBinary: String = {
@@ -118,14 +119,7 @@ func produceWorkload(brokers: String, topic: String, events: Int, seed: UInt64, 
     let calendar = try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai")
     var generator = WorkloadGenerator(options: options, catalog: catalog, calendar: calendar)
     let producer = try KafkaProducer(bootstrapServers: brokers, logger: testLogger)
-    let handle = try producer.topic(topic)
-    let scratch = ByteWriter(capacity: 4096)
-    for n in 0..<events {
-        scratch.removeAll()
-        let (key, value) = generator.next(into: scratch)
-        try producer.produce(handle, key: scratch.slice(key), value: scratch.slice(value))
-        if n % 1000 == 0 { producer.poll() }
-    }
+    try producer.produce(events, from: &generator, to: try producer.topic(topic))
     try producer.flush(timeoutMs: 60_000)
 }
 

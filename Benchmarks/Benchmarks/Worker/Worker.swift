@@ -37,14 +37,7 @@ final class KafkaWorkload: @unchecked Sendable {
         options.duplicatesPerMille = 2
         var generator = WorkloadGenerator(options: options, catalog: catalog, calendar: calendar)
         let producer = try! KafkaProducer(bootstrapServers: cluster.bootstrapServers, logger: quiet)
-        let topic = try! producer.topic("ocr.usage")
-        let scratch = ByteWriter(capacity: 4096)
-        for n in 0..<records {
-            scratch.removeAll()
-            let (key, value) = generator.next(into: scratch)
-            try! producer.produce(topic, key: scratch.slice(key), value: scratch.slice(value))
-            if n % 1024 == 0 { producer.poll() }
-        }
+        try! producer.produce(records, from: &generator, to: producer.topic("ocr.usage"))
         try! producer.flush(timeoutMs: 60_000)
         // What the mock kept (it drops the oldest beyond 5 MiB per partition).
         var kept: Int64 = 0
