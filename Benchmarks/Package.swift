@@ -10,6 +10,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
+        // Workloads more than one suite builds.
+        .target(
+            name: "BenchmarkFixtures",
+            dependencies: [.product(name: "PackMeterCore", package: "packmeter")],
+            path: "Benchmarks/Fixtures"
+        ),
         .executableTarget(
             name: "Engine",
             dependencies: [
@@ -43,6 +49,7 @@ let package = Package(
             name: "Checkpoint",
             dependencies: [
                 .product(name: "Benchmark", package: "package-benchmark"),
+                "BenchmarkFixtures",
                 .product(name: "PackMeterCore", package: "packmeter"),
                 .product(name: "PackMeterRuntime", package: "packmeter"),
                 .product(name: "Logging", package: "swift-log"),
@@ -67,6 +74,7 @@ let package = Package(
             name: "Memory",
             dependencies: [
                 .product(name: "Benchmark", package: "package-benchmark"),
+                "BenchmarkFixtures",
                 .product(name: "PackMeterCore", package: "packmeter"),
             ],
             path: "Benchmarks/Memory",
