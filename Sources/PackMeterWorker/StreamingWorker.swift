@@ -271,10 +271,9 @@ public final class StreamingWorker: @unchecked Sendable {
         try producer?.flush(timeoutMs: 60_000)
         var opened: [(Shard, CheckpointHeader?)] = []
         for p in partitions { opened.append(try openShard(p)) }
-        let scanFrom = Self.scanStarts(opened.map { $0.1?.outputEndOffsets }, outputTopics: [options.outputTopic, options.dlqTopic])
+        let scanFrom = Self.scanStarts(opened.map { $0.1?.outputEndOffsets }, outputTopics: ledger.topics)
         let fromStart = scanFrom.isEmpty
-        let recovery = OutputRecovery(brokers: options.brokers, inputTopic: options.inputTopic,
-                                      outputTopics: [options.outputTopic, options.dlqTopic], logger: logger)
+        let recovery = OutputRecovery(brokers: options.brokers, inputTopic: options.inputTopic, outputTopics: ledger.topics, logger: logger)
         let resume = Dictionary(uniqueKeysWithValues: opened.map { ($0.0.partition, $0.0.nextOffset) })
         logger.info("reading back outputs of partitions \(resume.keys.sorted()) (resuming at \(resume.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " "))) from \(fromStart ? "the start" : scanFrom.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " "))" }.joined(separator: "; ")) of the output topics")
         let found = try recovery.scan(resume: resume, scanFrom: scanFrom)
