@@ -29,6 +29,15 @@ public final class KafkaConsumer: @unchecked Sendable {
     private let context: Context
     private var closed = false
     public let logger: Logger
+    /// `queued.min.messages` and `queued.max.messages.kbytes` (in bytes) as configured.
+    private let queueLimits: (messages: Int, bytes: Int)
+
+    /// Whether the consumer queue reached a limit above which librdkafka stops fetching,
+    /// since the last `seek`. librdkafka 2.0 then does not look at the queue again until
+    /// something else wakes its broker thread, up to a second later (librdkafka issue
+    /// #2879; 2.2 adds `fetch.queue.backoff.ms`). Seeking the partitions to where the
+    /// reader stands wakes them.
+    public private(set) var fetchersMayBeParked = false
 
     /// - Parameters:
     ///   - groupID: the consumer group, or nil for a reader that only uses `assign`.
@@ -48,6 +57,8 @@ public final class KafkaConsumer: @unchecked Sendable {
         ])
         configuration.set("group.id", groupID ?? "packmeter-reader")
         for (name, value) in extra.properties { configuration.set(name, value) }
+        let limit = { (name: String) in configuration.properties.last { $0.0 == name }.flatMap { Int($0.1) } ?? 0 }
+        queueLimits = (limit("queued.min.messages"), limit("queued.max.messages.kbytes") * 1024)
         let conf = try configuration.make()
         context = Context(logger: logger)
         context.rebalance = rebalance
@@ -152,7 +163,35 @@ public final class KafkaConsumer: @unchecked Sendable {
         }
         guard n >= 0 else { throw KafkaError(rd_kafka_last_error(), operation: "poll") }
         batch.count = n
+        if n > 0 && !fetchersMayBeParked { noteQueueLength(taken: batch) }
         return n
+    }
+
+    /// The queue held what is left plus what this poll took; the payload bytes are
+    /// estimated from the messages taken. Within 90% of a limit counts as reached.
+    private func noteQueueLength(taken batch: MessageBatch) {
+        let held = rd_kafka_queue_length(queue) + batch.count
+        var bytes = 0
+        for i in 0..<batch.count { bytes += batch.buffer[i]!.pointee.len }
+        let estimatedBytes = Double(bytes) / Double(batch.count) * Double(held)
+        fetchersMayBeParked = held * 10 >= queueLimits.messages * 9 || estimatedBytes >= Double(queueLimits.bytes) * 0.9
+    }
+
+    /// Moves the fetch position of assigned partitions to `positions` (the next offset to
+    /// read), and wakes their fetchers. Messages fetched for the old position are dropped,
+    /// never delivered. Waits up to `timeoutMs` for the fetchers to take the new positions.
+    public func seek(_ positions: [(TopicPartition, Int64)], timeoutMs: Int32) throws(KafkaError) {
+        fetchersMayBeParked = false
+        guard !positions.isEmpty else { return }
+        let list = PartitionList(positions)
+        if let error = rd_kafka_seek_partitions(handle, list.pointer, timeoutMs) {
+            let failure = KafkaError(rd_kafka_error_code(error), operation: "seek \(positions.map(\.0))")
+            rd_kafka_error_destroy(error)
+            throw failure
+        }
+        for (tp, _, err) in list.entries where err != 0 {
+            throw KafkaError(rd_kafka_resp_err_t(rawValue: err), operation: "seek \(tp)")
+        }
     }
 
     /// Commits `offsets` (the next offset to read, per partition) to the group. With

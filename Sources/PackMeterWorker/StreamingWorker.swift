@@ -146,6 +146,8 @@ public final class StreamingWorker: @unchecked Sendable {
                 let n = try consumer!.poll(into: batch, timeoutMs: 100)
                 if n > 0 { try process(batch, count: n) }
                 batch.release()
+                // The queue is drained; if it was full, its fetchers may be asleep.
+                if n < batch.capacity && consumer!.fetchersMayBeParked { wakeParkedFetchers() }
                 producer.poll(timeoutMs: 0)
                 if let failure = producer.failure { throw failure }
                 writeCheckpointsPastBarriers()
@@ -289,7 +291,11 @@ public final class StreamingWorker: @unchecked Sendable {
                 logger.info("\(options.inputTopic)[\(shard.partition)]: \(shard.written.count) outputs past the checkpoint are already written and will not be emitted again")
             }
             shards[shard.partition] = shard
-            starts[shard.partition] = header == nil ? KafkaOffset.beginning : shard.nextOffset
+            // A concrete offset, 0 when there is no checkpoint, never the logical
+            // "beginning": librdkafka resolves that with a request that can wait behind
+            // another partition's long-poll fetch (a late start of up to a second was
+            // seen). An offset below the log's start is reset to it (auto.offset.reset).
+            starts[shard.partition] = shard.nextOffset
             // The group's committed offsets follow the checkpoints, also backwards when there
             // is none (rebuilding from the start), so lag is the work left.
             restoredCommits.append((TopicPartition(options.inputTopic, shard.partition), header == nil ? 0 : shard.nextOffset))
@@ -373,8 +379,7 @@ public final class StreamingWorker: @unchecked Sendable {
                 shard.nextOffset = start
             }
             shard.startOffset = max(shard.nextOffset, 0)
-            if shard.nextOffset >= shard.stopOffset! && starts[tp.partition] != KafkaOffset.beginning { shard.done = true }
-            if stops[tp.partition]! == 0 { shard.done = true }
+            if shard.nextOffset >= shard.stopOffset! { shard.done = true }
             assignment.append((tp, starts[tp.partition]!))
         }
         try consumer.assign(assignment)
@@ -413,6 +418,8 @@ public final class StreamingWorker: @unchecked Sendable {
                 shard.done = true
                 continue
             }
+            // Already billed: a fetch for the position before a seek.
+            if message.offset < shard.nextOffset { continue }
             if message.offset > shard.nextOffset && shard.pending.isEmpty && shard.sawRecord {
                 let gap = message.offset - shard.nextOffset
                 status.recordsLostToRetention += UInt64(gap)
@@ -448,6 +455,23 @@ public final class StreamingWorker: @unchecked Sendable {
             let overage = entry.kind == .overage
             try producer!.produce(overage ? overageTopic! : dlqTopic!, key: output.key(of: entry), value: output.value(of: entry),
                                   tag: ledger.nextTag(topicIndex: overage ? 0 : 1))
+        }
+    }
+
+    /// A worker working through a backlog bills slower than librdkafka fetches, so the
+    /// consumer queue fills up again and again, and librdkafka 2.0 then stops fetching
+    /// until something wakes its broker thread, up to a second later (see
+    /// `KafkaConsumer.fetchersMayBeParked`). Once the worker has drained the queue, seeking
+    /// its partitions to their next offsets wakes the fetchers: that is where billing
+    /// stands, so nothing is skipped or read twice.
+    private func wakeParkedFetchers() {
+        guard let consumer else { return }
+        let positions = shards.values.filter { !$0.done }.map { (TopicPartition(options.inputTopic, $0.partition), $0.nextOffset) }
+        do {
+            try consumer.seek(positions, timeoutMs: 1000)
+            status.fetchWakeups += 1
+        } catch {
+            logger.warning("could not restart fetching of \(positions.map(\.0)): \(error)")
         }
     }
 
@@ -572,7 +596,7 @@ public final class StreamingWorker: @unchecked Sendable {
         for p in Array(shards.keys) { retire(p) }
         try producer?.flush(timeoutMs: 60_000)
         status.phase = .stopped
-        publish()
+        logStatus()
         logger.info("stopped cleanly")
     }
 
@@ -670,6 +694,7 @@ public final class StreamingWorker: @unchecked Sendable {
             "overage_calls": "\(status.counters.callsOverage)",
             "dead_letters": "\(status.counters.rejectedTotal)",
             "checkpoint_stall_ms": "\(Int(status.lastCheckpointStallMs))",
+            "fetch_wakeups": "\(status.fetchWakeups)",
         ])
     }
 }
@@ -729,3 +754,4 @@ final class Shard {
         return false
     }
 }
+

@@ -19,6 +19,8 @@ public struct WorkerStatus: Sendable {
     public var dedupeEvictionsOpenMonth: UInt64 = 0
     public var outputsSuppressed: UInt64 = 0
     public var recordsLostToRetention: UInt64 = 0
+    /// Times parked fetchers were woken (`StreamingWorker.wakeParkedFetchers`).
+    public var fetchWakeups = 0
     public var checkpointsWritten = 0
     public var checkpointBytes = 0
     public var lastCheckpointStallMs = 0.0

@@ -30,6 +30,34 @@ struct StreamingWorkerTests {
         try expectSameBalances(checkpointDirectory: "\(dir)/ckpt", topic: "ocr.usage", expected: expected)
     }
 
+    /// librdkafka 2.0 stops fetching while the consumer queue is full and may not look again
+    /// for a second; the worker wakes its fetchers by seeking to where billing stands. With
+    /// a queue of a few hundred records that happens all the time: the outputs must still be
+    /// exactly those of billing each partition alone.
+    @Test func fullConsumerQueue_wokenFetchers_skipAndRepeatNothing() throws {
+        let dir = temporaryDirectory("parked")
+        let broker = try MockBroker(topics: e2eTopics, directory: dir)
+        defer { broker.stop() }
+        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 30_000, seed: 7)
+        let expected = try Expected(input: try readTopic(brokers: broker.bootstrap, topic: "ocr.usage"), topic: "ocr.usage")
+
+        let arguments = workerArguments(brokers: broker.bootstrap, checkpoints: "\(dir)/ckpt",
+                                         extra: ["--kafka-config", "queued.min.messages=300"])
+        let worker = try ChildProcess("run", arguments: arguments, logDirectory: dir)
+        try worker.start()
+        let done = try waitUntilCommitted(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage") { worker.process.isRunning }
+        #expect(done, "the worker did not catch up:\n\(worker.log.suffix(3000))")
+        worker.signal(SIGTERM)
+        #expect(worker.wait() == 0, "\(worker.log.suffix(3000))")
+
+        let wakeups = worker.log.matches(of: /fetch_wakeups=(\d+)/).last.flatMap { Int($0.1) } ?? 0
+        #expect(wakeups > 0, "the queue never filled up:\n\(worker.log.suffix(3000))")
+        let actual = try actualOutputs(brokers: broker.bootstrap, topics: ["ocr.overage", "ocr.usage.dlq"], input: "ocr.usage")
+        #expect(actual.duplicates == 0)
+        expectSameOutputs(actual.outputs, expected)
+        try expectSameBalances(checkpointDirectory: "\(dir)/ckpt", topic: "ocr.usage", expected: expected)
+    }
+
     @Test func sigtermHalfway_thenStartAgain_givesTheOutputsOfOneRun() throws {
         let dir = temporaryDirectory("sigterm")
         let broker = try MockBroker(topics: e2eTopics, directory: dir)
