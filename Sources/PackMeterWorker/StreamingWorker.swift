@@ -395,6 +395,7 @@ public final class StreamingWorker: @unchecked Sendable {
     // MARK: - Processing
 
     private func process(_ batch: MessageBatch, count: Int) throws {
+        if status.firstRecordAt == nil { status.firstRecordAt = monotonicSeconds() }
         var touched: [Shard] = []
         // Messages come in runs of one partition (a fetched batch at a time).
         var lastPartition: Int32 = -1
@@ -435,13 +436,19 @@ public final class StreamingWorker: @unchecked Sendable {
                                              timestampMs: message.timestampMs ?? InputRecord.noTimestamp))
             shard.nextOffset = message.offset + 1
         }
+        // Partitions share nothing while they are billed, so the batch's partitions are
+        // billed on every core; then their outputs are produced in order, on this thread.
+        if touched.count > 1 {
+            let work = BillingWork(touched)
+            DispatchQueue.concurrentPerform(iterations: touched.count) { work.shards[$0].billPending() }
+        } else {
+            touched.first?.billPending()
+        }
         for shard in touched {
-            shard.output.removeAll()
-            shard.pending.withUnsafeBufferPointer { shard.processor.process($0, into: shard.output) }
-            shard.pending.removeAll(keepingCapacity: true)
             try emit(shard)
             if let stop = shard.stopOffset, shard.nextOffset >= stop { shard.done = true }
         }
+        status.lastBatchAt = monotonicSeconds()
     }
 
     /// Produces a shard's outputs, except those already in the output topics.
@@ -705,7 +712,16 @@ struct EngineCopy: @unchecked Sendable {
     let engine: PartitionEngine
 }
 
-/// One input partition's engine and position, owned by the worker thread.
+/// The shards of one batch, each billed by exactly one of `concurrentPerform`'s threads
+/// while the worker thread waits for them all: a shard is only ever touched by one thread
+/// at a time, and `concurrentPerform` orders those touches. Hence `@unchecked Sendable`.
+struct BillingWork: @unchecked Sendable {
+    let shards: [Shard]
+    init(_ shards: [Shard]) { self.shards = shards }
+}
+
+/// One input partition's engine and position, owned by the worker thread (and lent to a
+/// billing thread for the span of `concurrentPerform`).
 final class Shard {
     let partition: Int32
     let processor: PartitionProcessor
@@ -726,6 +742,13 @@ final class Shard {
     private var writtenCursor = 0
     var pending: [InputRecord] = []
     let output = OutputBatch()
+
+    /// Bills the records gathered for this partition into `output`.
+    func billPending() {
+        output.removeAll()
+        pending.withUnsafeBufferPointer { processor.process($0, into: output) }
+        pending.removeAll(keepingCapacity: true)
+    }
 
     init(partition: Int32, processor: PartitionProcessor, nextOffset: Int64) {
         self.partition = partition

@@ -30,6 +30,10 @@ public struct WorkerStatus: Sendable {
     public var recoverySeconds = 0.0
     public var restoreSeconds = 0.0
     public var startedAt = 0.0
+    /// When the first records of this run were polled, and when the newest batch was
+    /// billed and handed to the producer (monotonic seconds).
+    public var firstRecordAt: Double?
+    public var lastBatchAt = 0.0
     public var updatedAt = 0.0
 
     public init() {}
