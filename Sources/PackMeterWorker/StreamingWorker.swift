@@ -610,12 +610,11 @@ public final class StreamingWorker: @unchecked Sendable {
     /// The accounts with the most billable calls across this worker's partitions.
     private func busiestAccounts(limit: Int) -> [AccountReport] {
         var reports: [AccountReport] = []
-        for shard in shards.values {
+        for shard in shards.values.sorted(by: { $0.partition < $1.partition }) {
             let engine = shard.processor.engine
-            for account in engine.accountsWithState() {
-                let b = engine.balances(of: account)
-                let calls = b.months.reduce(UInt64(0)) { sum, m in m.packs.reduce(sum) { $0 + $1.freeUsed + $1.prepaidUsed + $1.overage } }
-                reports.append(AccountReport(account: b.account, partition: shard.partition, billableCalls: calls, balances: b))
+            for (account, calls) in engine.busiestAccounts(limit: limit) {
+                reports.append(AccountReport(account: engine.name(of: account), partition: shard.partition,
+                                             billableCalls: calls, balances: engine.balances(of: account)))
             }
         }
         return Array(reports.sorted { $0.billableCalls > $1.billableCalls }.prefix(limit))

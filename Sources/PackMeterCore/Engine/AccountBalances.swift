@@ -132,6 +132,22 @@ extension PartitionEngine {
         account(named: name).map { balances(of: $0, month: month) }
     }
 
+    /// The `limit` accounts with the most calls billed in open months (free, prepaid and
+    /// overage), most first; equal counts in the order accounts were first seen. One pass
+    /// over the balances, so it stays quick with a million accounts.
+    public func busiestAccounts(limit: Int) -> [(account: AccountID, calls: UInt64)] {
+        guard limit > 0 else { return [] }
+        var calls = [UInt64](repeating: 0, count: accountCount)
+        balances.forEach { calls[Int($0.account)] += UInt64($0.freeUsed) + $0.prepaidUsed + $0.overage }
+        var top: [(account: AccountID, calls: UInt64)] = []
+        for (a, n) in calls.enumerated() where n > 0 && (top.count < limit || n > top[top.count - 1].calls) {
+            let at = top.firstIndex { $0.calls < n } ?? top.count
+            top.insert((AccountID(UInt32(a)), n), at: at)
+            if top.count > limit { top.removeLast() }
+        }
+        return top
+    }
+
     /// Accounts with any state (a balance in an open month, a prepaid pack, or a suspension),
     /// ordered by their id's bytes.
     public func accountsWithState() -> [AccountID] {
