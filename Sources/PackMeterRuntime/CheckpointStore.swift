@@ -161,7 +161,7 @@ public struct CheckpointError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch problem {
         case .notACheckpoint: "checkpoint \(path) is not a packmeter checkpoint (bad magic)"
-        case let .unknownFormat(v): "checkpoint \(path) has format version \(v), which this packmeter does not read (it reads 1)"
+        case let .unknownFormat(v): "checkpoint \(path) has format version \(v), which this packmeter does not read (it reads \(CheckpointStore.formatVersion))"
         case .badChecksum: "checkpoint \(path) has a bad checksum: it is torn or corrupt"
         case .truncated: "checkpoint \(path) is truncated"
         case .unreadableHeader: "checkpoint \(path) has an unreadable header"
@@ -183,7 +183,7 @@ public struct CheckpointError: Error, Sendable, CustomStringConvertible {
 /// Checkpoints on disk: one directory per input partition, one file per checkpoint named
 /// by the offset it covers, the newest `keep` kept.
 ///
-/// File layout: the magic `PMCKPT\r\n`, format version (u32 LE, 1), header length (u32 LE)
+/// File layout: the magic `PMCKPT\r\n`, format version (u32 LE, 2), header length (u32 LE)
 /// and the header as JSON; then the engine state in lz4 blocks, each `raw length (u32 LE),
 /// compressed length (u32 LE), bytes`, ended by a zero pair; then a 16-byte checksum
 /// (MurmurHash3 x64/128 of every byte before it). Written to a temporary file, fsynced,
@@ -195,6 +195,8 @@ public final class CheckpointStore: @unchecked Sendable {
     public let logger: Logger
 
     static let magic: [UInt8] = Array("PMCKPT\r\n".utf8)
+    /// 2: the dedupe window is saved as its ids (1 saved its hash tables).
+    static let formatVersion: UInt32 = 2
     static let blockBytes = 4 << 20
 
     public init(directory: String, keep: Int = 3, logger: Logger) {
@@ -237,7 +239,7 @@ public final class CheckpointStore: @unchecked Sendable {
         let file = ByteWriter(capacity: 1 << 20)
         file.append(Self.magic)
         let headerBytes = Array(header.json().utf8)
-        appendUInt32(file, 1)
+        appendUInt32(file, Self.formatVersion)
         appendUInt32(file, UInt32(headerBytes.count))
         file.append(headerBytes)
 
@@ -355,7 +357,7 @@ public final class CheckpointStore: @unchecked Sendable {
                       configuration: EngineConfiguration?) throws(CheckpointError.Problem) -> CheckpointHeader {
         guard raw.count >= 16, Array(raw[0..<8]) == magic else { throw .notACheckpoint }
         let version = raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian
-        guard version == 1 else { throw .unknownFormat(Int(version)) }
+        guard version == Self.formatVersion else { throw .unknownFormat(Int(version)) }
         guard raw.count >= 16 + 16 else { throw .truncated }
         let body = UnsafeRawBufferPointer(rebasing: raw[0..<raw.count - 16])
         let stored = Fingerprint128(high: raw.loadUnaligned(fromByteOffset: raw.count - 16, as: UInt64.self).littleEndian,

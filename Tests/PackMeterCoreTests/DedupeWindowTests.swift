@@ -1,7 +1,7 @@
 import Testing
 @testable import PackMeterCore
 
-@Suite("The dedupe window: generations, staging, month purge")
+@Suite("The dedupe window: generations, buckets, month purge")
 struct DedupeWindowTests {
     /// A plain model: two generations as Swift sets, rotated at the same count.
     struct Model {
@@ -21,7 +21,7 @@ struct DedupeWindowTests {
     }
 
     @Test(arguments: [1, 100, 20_000, 50_000])
-    func agreesWithTwoSetsAcrossRotationsAndStagingFlushes(capacity: Int) {
+    func agreesWithTwoSetsAcrossRotationsAndChunkChains(capacity: Int) {
         let window = DedupeWindow(generationCapacity: capacity)
         var model = Model(capacity: capacity)
         var random = SplitMix64(seed: UInt64(capacity))
@@ -64,9 +64,7 @@ struct DedupeWindowTests {
         var entries: [(DedupeWindow.Slot, Bool)] = []
         window.forEachEntry { entries.append(($0, $1)) }
         let copy = DedupeWindow(generationCapacity: 3000)
-        let sizes = window.tableSizes
-        copy.restore(currentSize: sizes.current, previousSize: sizes.previous, entries: entries,
-                     counters: (window.evictedIDs, window.evictedOpenMonthIDs, window.rotations))
+        copy.restore(entries: entries, counters: (window.evictedIDs, window.evictedOpenMonthIDs, window.rotations))
         #expect(copy.count == window.count)
         for fp in ids { #expect(copy.contains(fp) == window.contains(fp)) }
         // And both go on identically.

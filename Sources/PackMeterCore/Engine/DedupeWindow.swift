@@ -3,23 +3,26 @@ import CPackMeterSupport
 /// The ids an engine remembers, to skip a repeated event (RULES.md §8, CONTRACT.md check 5).
 ///
 /// **Layout.** An id is remembered by a 112-bit fingerprint (of its bytes) plus the billing
-/// month it belongs to, in one 16-byte slot of an open-addressing table (linear probing, at
-/// most 70% full). Two tables are kept as generations: new ids join the current one, lookups
-/// check both. Each generation also has a blocked Bloom filter (16 bits per id; a test reads
-/// one cache line), small enough to stay in cache, so a big table is only probed when its
-/// filter says the id may be there. New ids are first gathered in a small staging table
-/// (kept in cache) and moved into the current generation's big table in address order
-/// when it fills: a fresh id, the common case, touches no cold memory at all.
+/// month it belongs to, in one 16-byte slot. Two generations are kept: new ids join the
+/// current one, lookups check both. A generation files its ids in buckets by the top bits
+/// of the fingerprint; a bucket is a chain of 16-slot chunks filled in arrival order, and
+/// chunks are handed out in order from one pool. So remembering an id writes the next slot
+/// of its bucket's last chunk, and the last chunks of all buckets (a few thousand cache
+/// lines) stay in cache: a fresh id, the common case, touches no cold memory, where a hash
+/// table would take a random cache miss per id. Each generation also has a blocked Bloom
+/// filter (16 bits per id; a test reads one cache line), and a bucket (about 128 ids when
+/// the generation is full) is only scanned when the filter says the id may be there: for a
+/// repeat, or about one fresh id in 500.
 ///
-/// **The bound.** Each generation holds at most `generationCapacity` ids (its table starts
-/// small and doubles up to that). When the current generation is full, the previous one is
-/// dropped and the current one becomes previous. So the window always holds at least the
-/// last `generationCapacity` accepted ids and at most twice that. A remembered id costs
-/// 16 / 0.7 ≈ 23 bytes of table plus 2 bytes of filter: two full generations cost about
-/// 50 bytes per id of the guaranteed window. Dropping a generation is counted
-/// (`evictedIDs`, and `evictedOpenMonthIDs` for ids whose month was still open, i.e. whose
-/// repeat would have been billed again): operators size `--dedupe-capacity` to at least
-/// their partition's peak rate × the allowed lateness.
+/// **The bound.** Each generation holds at most `generationCapacity` ids. When the current
+/// generation is full, the previous one is dropped and the current one becomes previous.
+/// So the window always holds at least the last `generationCapacity` accepted ids and at
+/// most twice that. A remembered id costs 16 bytes of pool, 2 bytes of filter and at most
+/// 2 of partly filled chunks: two full generations cost about 40 bytes per id of the
+/// guaranteed window. Dropping a generation is counted (`evictedIDs`, and
+/// `evictedOpenMonthIDs` for ids whose month was still open, i.e. whose repeat would have
+/// been billed again): operators size `--dedupe-capacity` to at least their partition's
+/// peak rate × the allowed lateness.
 ///
 /// **Month close.** Once a month is closed no call of it is applied again (check 4 comes
 /// first), so its ids are purged then, keeping checkpoints small.
@@ -28,13 +31,12 @@ import CPackMeterSupport
 /// a false duplicate; among a million remembered ids the chance per event is about 10⁻²⁸.
 final class DedupeWindow {
     struct Slot: BitwiseCopyable, Equatable {
-        /// Fingerprint bits 0–63: the table position comes from its top bits, the filter
-        /// block from its low bits.
+        /// Fingerprint bits 0–63: the bucket comes from its top bits, the filter block from
+        /// its low bits.
         var high: UInt64
-        /// Fingerprint bits 64–111 in the top 48 bits, month tag in the low 16 (0 = empty).
+        /// Fingerprint bits 64–111 in the top 48 bits, month tag in the low 16 (never 0).
         var lowAndMonth: UInt64
 
-        @inline(__always) var isEmpty: Bool { lowAndMonth & 0xFFFF == 0 }
         @inline(__always) var monthTag: UInt16 { UInt16(truncatingIfNeeded: lowAndMonth) }
         @inline(__always) func matches(_ high: UInt64, _ low: UInt64) -> Bool {
             self.high == high && lowAndMonth & 0xFFFF_FFFF_FFFF_0000 == low
@@ -42,127 +44,188 @@ final class DedupeWindow {
         static let empty = Slot(high: 0, lowAndMonth: 0)
     }
 
-    /// An open-addressing table of slots whose size is a power of two; an id's home is the
-    /// top bits of its fingerprint, so walking a table in order visits ids in home order of
-    /// any other table.
-    struct Table {
-        let slots: FlatBuffer<Slot>
+    /// One generation's ids in buckets of chained chunks (see the type's comment).
+    final class Buckets {
+        static let chunkSlots = 16
+        static let none = UInt32.max
+        /// Chunk c holds slots `c * chunkSlots ..< (c + 1) * chunkSlots`.
+        let pool: FlatBuffer<Slot>
+        /// Per chunk: the next chunk of its bucket, or `none`.
+        let next: FlatBuffer<UInt32>
+        /// Per bucket: its first and last chunk (`none` when empty) and how many slots of
+        /// the last are used.
+        let heads: FlatBuffer<UInt32>
+        let tails: FlatBuffer<UInt32>
+        let fills: FlatBuffer<UInt8>
         let shift: UInt64
-        var count = 0
+        private(set) var count = 0
 
-        init(size: Int) {
-            self.init(slots: FlatBuffer(repeating: .empty, count: size), count: 0)
+        init(buckets: Int) {
+            precondition(buckets.nonzeroBitCount == 1 && buckets >= 2)
+            pool = FlatBuffer(capacity: 64 * Self.chunkSlots)
+            next = FlatBuffer(capacity: 64)
+            heads = FlatBuffer(repeating: Self.none, count: buckets)
+            tails = FlatBuffer(repeating: Self.none, count: buckets)
+            fills = FlatBuffer(repeating: 0, count: buckets)
+            shift = UInt64(64 - buckets.trailingZeroBitCount)
         }
 
-        init(slots: FlatBuffer<Slot>, count: Int) {
-            let size = slots.count
-            precondition(size.nonzeroBitCount == 1 && size >= 2)
-            self.slots = slots
-            shift = UInt64(64 - size.trailingZeroBitCount)
-            self.count = count
+        /// Makes these buckets an exact copy of `other` (same bucket count).
+        func copy(from other: Buckets) {
+            pool.replace(with: other.pool)
+            next.replace(with: other.next)
+            heads.replace(with: other.heads)
+            tails.replace(with: other.tails)
+            fills.replace(with: other.fills)
+            count = other.count
         }
 
-        var size: Int { slots.count }
+        var bucketCount: Int { heads.count }
 
         @inline(__always)
-        func home(_ high: UInt64) -> Int { Int(truncatingIfNeeded: high >> shift) }
+        func bucket(_ high: UInt64) -> Int { Int(truncatingIfNeeded: high >> shift) }
+
+        /// Where the next id of `high`'s bucket goes (a hint for prefetching).
+        @inline(__always)
+        func nextSlot(_ high: UInt64) -> UnsafeMutablePointer<Slot> {
+            let b = bucket(high)
+            let tail = tails.base[b]
+            return tail == Self.none ? pool.base : pool.base + Int(tail) * Self.chunkSlots + Int(fills.base[b])
+        }
 
         @inline(__always)
         func find(_ high: UInt64, _ low: UInt64) -> Bool {
-            let base = slots.base
-            let mask = size - 1
-            var i = home(high)
-            while true {
-                let s = base[i]
-                if s.isEmpty { return false }
-                if s.matches(high, low) { return true }
-                i = (i + 1) & mask
+            let b = bucket(high)
+            var c = heads.base[b]
+            let tail = tails.base[b]
+            while c != Self.none {
+                let used = c == tail ? Int(fills.base[b]) : Self.chunkSlots
+                let chunk = pool.base + Int(c) * Self.chunkSlots
+                for i in 0..<used where chunk[i].matches(high, low) { return true }
+                c = next.base[Int(c)]
             }
+            return false
         }
 
         /// Adds `s`, known to be absent.
         @inline(__always)
-        mutating func add(_ s: Slot) {
-            let base = slots.base
-            let mask = size - 1
-            var i = home(s.high)
-            while !base[i].isEmpty { i = (i + 1) & mask }
-            base[i] = s
+        func add(_ s: Slot) {
+            let b = bucket(s.high)
+            var tail = tails.base[b]
+            var fill = Int(fills.base[b])
+            if tail == Self.none || fill == Self.chunkSlots {
+                let c = UInt32(next.count)
+                next.append(Self.none)
+                pool.append(repeating: .empty, count: Self.chunkSlots)
+                if tail == Self.none { heads.base[b] = c } else { next.base[Int(tail)] = c }
+                tail = c
+                tails.base[b] = c
+                fill = 0
+            }
+            pool.base[Int(tail) * Self.chunkSlots + fill] = s
+            fills.base[b] = UInt8(fill + 1)
             count += 1
         }
 
-        mutating func clear() {
-            slots.base.update(repeating: .empty, count: size)
+        func clear() {
+            heads.base.update(repeating: Self.none, count: heads.count)
+            tails.base.update(repeating: Self.none, count: tails.count)
+            fills.base.update(repeating: 0, count: fills.count)
+            pool.removeAll()
+            next.removeAll()
             count = 0
         }
 
+        /// Every id, bucket by bucket, each in arrival order.
         func forEach(_ body: (Slot) -> Void) {
-            let base = slots.base
-            for k in 0..<size where !base[k].isEmpty { body(base[k]) }
+            for b in 0..<heads.count {
+                var c = heads.base[b]
+                while c != Self.none {
+                    let used = c == tails.base[b] ? Int(fills.base[b]) : Self.chunkSlots
+                    let chunk = pool.base + Int(c) * Self.chunkSlots
+                    for i in 0..<used { body(chunk[i]) }
+                    c = next.base[Int(c)]
+                }
+            }
+        }
+
+        var allocatedBytes: Int {
+            pool.allocatedBytes + next.allocatedBytes + heads.allocatedBytes + tails.allocatedBytes + fills.allocatedBytes
         }
     }
 
-    struct Generation {
-        var table: Table
-        /// Ids in the generation, staged ones included for the current generation.
-        var count = 0
+    /// One generation: its ids, their filter, and how many belong to each month. The
+    /// filter and the counts follow from the ids, so a checkpoint saves only the ids.
+    final class Generation {
+        let ids: Buckets
         let filter: BloomFilter
-        /// Ids per month tag, to count early evictions without scanning the table.
+        /// Ids per month tag, to count early evictions without scanning.
         var monthCounts: [UInt32]
 
-        init(tableSize: Int, filterBits: Int) {
-            table = Table(size: tableSize)
+        init(buckets: Int, filterBits: Int) {
+            ids = Buckets(buckets: buckets)
             filter = BloomFilter(bits: filterBits)
             monthCounts = [UInt32](repeating: 0, count: 4096)
         }
 
-        init(table: Table, count: Int, filter: BloomFilter, monthCounts: [UInt32]) {
-            self.table = table
-            self.count = count
-            self.filter = filter
-            self.monthCounts = monthCounts
+        var count: Int { ids.count }
+
+        @inline(__always)
+        func add(_ s: Slot) {
+            ids.add(s)
+            filter.insert(high: s.high, low: s.lowAndMonth)
+            monthCounts[Int(s.monthTag)] &+= 1
         }
 
-        mutating func clear() {
-            table.clear()
-            count = 0
+        func clear() {
+            ids.clear()
             filter.clear()
             for i in monthCounts.indices { monthCounts[i] = 0 }
+        }
+
+        /// Makes this generation hold exactly `entries`, in order.
+        func replace(with entries: some Sequence<Slot>) {
+            clear()
+            for s in entries { add(s) }
+        }
+
+        /// Makes this generation an exact copy of `other`.
+        func copy(from other: Generation) {
+            ids.copy(from: other.ids)
+            filter.words.replace(with: other.filter.words)
+            monthCounts = other.monthCounts
         }
     }
 
     let generationCapacity: Int
-    /// The largest table of a generation: the power of two that keeps `generationCapacity`
-    /// ids at ≤ 70% load.
-    let tableSizeMax: Int
+    /// Buckets per generation: about 128 ids each when the generation is full.
+    let bucketCount: Int
     /// Bits in each generation's filter: 16 per id of capacity, a power of two.
     let filterBits: Int
-    var current: Generation
-    var previous: Generation
-    /// New ids of the current generation not yet in its table.
-    var staging: Table
-    private let stagingLimit: Int
+    /// The two generations live as long as the window; which one is current flips on
+    /// rotation.
+    private let first: Generation
+    private let second: Generation
+    private var firstIsCurrent = true
     var evictedIDs: UInt64 = 0
     var evictedOpenMonthIDs: UInt64 = 0
     var rotations: UInt64 = 0
 
-    static let initialTableSize = 1024
-    static let stagingSize = 1 << 14
-
     init(generationCapacity: Int) {
         precondition(generationCapacity > 0)
         self.generationCapacity = generationCapacity
-        var size = Self.initialTableSize
-        while size * 7 / 10 < generationCapacity { size *= 2 }
-        tableSizeMax = size
+        var buckets = 16
+        while buckets * 128 < generationCapacity { buckets *= 2 }
+        bucketCount = buckets
         var bits = 1 << 12
         while bits < generationCapacity * 16 { bits *= 2 }
         filterBits = bits
-        current = Generation(tableSize: Self.initialTableSize, filterBits: bits)
-        previous = Generation(tableSize: Self.initialTableSize, filterBits: bits)
-        staging = Table(size: Self.stagingSize)
-        stagingLimit = Self.stagingSize / 2
+        first = Generation(buckets: buckets, filterBits: bits)
+        second = Generation(buckets: buckets, filterBits: bits)
     }
+
+    var current: Generation { firstIsCurrent ? first : second }
+    var previous: Generation { firstIsCurrent ? second : first }
 
     var count: Int { current.count + previous.count }
 
@@ -171,74 +234,55 @@ final class DedupeWindow {
         Slot(high: fp.high, lowAndMonth: (fp.low & 0xFFFF_FFFF_FFFF_0000) | UInt64(monthTag))
     }
 
-    /// Requests the cache lines a lookup of `fp` reads.
+    /// Requests the cache lines a lookup and insert of `fp` touch.
+    // The hot path passes the generations it uses down as arguments taken from the `let`
+    // properties, so no reference is retained and released per id.
+
     @inline(__always)
     func prefetch(_ fp: Fingerprint128) {
-        pm_prefetch(staging.slots.base + staging.home(fp.high))
+        if firstIsCurrent { prefetch(fp, current: first, previous: second) } else { prefetch(fp, current: second, previous: first) }
+    }
+
+    @inline(__always)
+    private func prefetch(_ fp: Fingerprint128, current: Generation, previous: Generation) {
         current.filter.prefetch(high: fp.high)
+        pm_prefetch_write(current.ids.nextSlot(fp.high))
         if previous.count > 0 { previous.filter.prefetch(high: fp.high) }
     }
 
     @inline(__always)
     func contains(_ fp: Fingerprint128) -> Bool {
+        firstIsCurrent ? contains(fp, current: first, previous: second) : contains(fp, current: second, previous: first)
+    }
+
+    @inline(__always)
+    private func contains(_ fp: Fingerprint128, current: Generation, previous: Generation) -> Bool {
         let low = fp.low & 0xFFFF_FFFF_FFFF_0000
-        if staging.count > 0 && staging.find(fp.high, low) { return true }
-        if current.filter.mayContain(high: fp.high, low: fp.low) && current.table.find(fp.high, low) { return true }
-        return previous.count > 0 && previous.filter.mayContain(high: fp.high, low: fp.low) && previous.table.find(fp.high, low)
+        if current.filter.mayContain(high: fp.high, low: fp.low) && current.ids.find(fp.high, low) { return true }
+        return previous.count > 0 && previous.filter.mayContain(high: fp.high, low: fp.low) && previous.ids.find(fp.high, low)
     }
 
     /// Remembers `fp` unless it already is; returns false for a duplicate.
     /// `openMonthTag` is the engine's first open month, for counting early evictions.
     @inline(__always)
     func insert(_ fp: Fingerprint128, monthTag: UInt16, openMonthTag: UInt16) -> Bool {
-        if contains(fp) { return false }
-        staging.add(Self.key(fp, monthTag: monthTag))
-        current.count += 1
-        current.filter.insert(high: fp.high, low: fp.low)
-        current.monthCounts[Int(monthTag)] &+= 1
-        if staging.count >= stagingLimit || current.count >= generationCapacity {
-            flushStaging()
-            if current.count >= generationCapacity { rotate(openMonthTag: openMonthTag) }
+        let full: Bool?
+        if firstIsCurrent {
+            full = insert(fp, monthTag: monthTag, current: first, previous: second)
+        } else {
+            full = insert(fp, monthTag: monthTag, current: second, previous: first)
         }
+        guard let full else { return false }
+        if full { rotate(openMonthTag: openMonthTag) }
         return true
     }
 
-    /// Moves staged ids into the current table. The staging table is walked in order, which
-    /// is the order of their homes in the big table, with each insert's line requested a
-    /// few ids ahead.
-    private func flushStaging() {
-        guard staging.count > 0 else { return }
-        let needed = current.table.count + staging.count
-        if needed * 10 > current.table.size * 7 {
-            var size = current.table.size
-            while needed * 10 > size * 7 { size *= 2 }
-            current.table = Self.rehash(current.table, size: size) { _ in true }
-        }
-        let base = staging.slots.base
-        let target = current.table.slots.base
-        // A second cursor runs a few staged ids ahead, requesting their lines.
-        var ahead = 0
-        var lead = 0
-        while lead < 16 && ahead < staging.size {
-            if !base[ahead].isEmpty {
-                pm_prefetch_write(target + current.table.home(base[ahead].high))
-                lead += 1
-            }
-            ahead += 1
-        }
-        for k in 0..<staging.size where !base[k].isEmpty {
-            while ahead < staging.size {
-                let s = base[ahead]
-                ahead += 1
-                if !s.isEmpty {
-                    pm_prefetch_write(target + current.table.home(s.high))
-                    break
-                }
-            }
-            current.table.add(base[k])
-            base[k] = .empty
-        }
-        staging.count = 0
+    /// nil for a duplicate, else whether the current generation is now full.
+    @inline(__always)
+    private func insert(_ fp: Fingerprint128, monthTag: UInt16, current: Generation, previous: Generation) -> Bool? {
+        if contains(fp, current: current, previous: previous) { return nil }
+        current.add(Self.key(fp, monthTag: monthTag))
+        return current.count >= generationCapacity
     }
 
     /// The previous generation is forgotten; the current one becomes previous.
@@ -248,68 +292,50 @@ final class DedupeWindow {
         evictedIDs += UInt64(previous.count)
         evictedOpenMonthIDs += openDropped
         rotations += 1
-        var recycled = previous
-        previous = current
-        if recycled.table.size == current.table.size {
-            recycled.clear()
-            current = recycled
-        } else {
-            current = Generation(tableSize: previous.table.size, filterBits: filterBits)
-        }
-    }
-
-    private static func rehash(_ table: Table, size: Int, keep: (Slot) -> Bool) -> Table {
-        var fresh = Table(size: size)
-        table.forEach { if keep($0) { fresh.add($0) } }
-        return fresh
-    }
-
-    /// Rebuilds a generation from `entries`: table, filter and month counts.
-    private func generation(tableSize: Int, entries: [Slot]) -> Generation {
-        var g = Generation(tableSize: tableSize, filterBits: filterBits)
-        for s in entries {
-            g.table.add(s)
-            g.count += 1
-            g.filter.insert(high: s.high, low: s.lowAndMonth)
-            g.monthCounts[Int(s.monthTag)] &+= 1
-        }
-        return g
+        previous.clear()
+        firstIsCurrent.toggle()
     }
 
     /// Forgets every id of a month before `openMonthTag` (those months are closed).
     func purgeMonths(before openMonthTag: UInt16) {
-        flushStaging()
-        var keptCurrent: [Slot] = []
-        var keptPrevious: [Slot] = []
-        current.table.forEach { if $0.monthTag >= openMonthTag { keptCurrent.append($0) } }
-        previous.table.forEach { if $0.monthTag >= openMonthTag { keptPrevious.append($0) } }
-        current = generation(tableSize: current.table.size, entries: keptCurrent)
-        previous = generation(tableSize: previous.table.size, entries: keptPrevious)
+        for g in [current, previous] {
+            var kept: [Slot] = []
+            g.ids.forEach { if $0.monthTag >= openMonthTag { kept.append($0) } }
+            g.replace(with: kept)
+        }
     }
 
     // MARK: - Checkpoints
 
-    /// Every remembered id with its generation (true = current), in table order.
-    func forEachEntry(_ body: (Slot, Bool) -> Void) {
-        flushStaging()
-        current.table.forEach { body($0, true) }
-        previous.table.forEach { body($0, false) }
+    /// Makes this window an exact copy of `other` (same capacity), for a checkpoint.
+    func copy(from other: DedupeWindow) {
+        precondition(other.generationCapacity == generationCapacity)
+        first.copy(from: other.first)
+        second.copy(from: other.second)
+        firstIsCurrent = other.firstIsCurrent
+        evictedIDs = other.evictedIDs
+        evictedOpenMonthIDs = other.evictedOpenMonthIDs
+        rotations = other.rotations
     }
 
-    var tableSizes: (current: Int, previous: Int) { (current.table.size, previous.table.size) }
+    /// Every remembered id with its generation (true = current), bucket by bucket.
+    func forEachEntry(_ body: (Slot, Bool) -> Void) {
+        current.ids.forEach { body($0, true) }
+        previous.ids.forEach { body($0, false) }
+    }
 
-    /// Rebuilds a window from checkpointed entries and table sizes.
-    func restore(currentSize: Int, previousSize: Int, entries: [(Slot, Bool)], counters: (evicted: UInt64, evictedOpen: UInt64, rotations: UInt64)) {
-        staging.clear()
-        current = generation(tableSize: currentSize, entries: entries.filter(\.1).map(\.0))
-        previous = generation(tableSize: previousSize, entries: entries.filter { !$0.1 }.map(\.0))
+    /// Rebuilds a window from checkpointed entries, in the order `forEachEntry` gave them
+    /// (which rebuilds the same buckets).
+    func restore(entries: [(Slot, Bool)], counters: (evicted: UInt64, evictedOpen: UInt64, rotations: UInt64)) {
+        current.replace(with: entries.lazy.filter(\.1).map(\.0))
+        previous.replace(with: entries.lazy.filter { !$0.1 }.map(\.0))
         evictedIDs = counters.evicted
         evictedOpenMonthIDs = counters.evictedOpen
         rotations = counters.rotations
     }
 
     var allocatedBytes: Int {
-        current.table.slots.allocatedBytes + previous.table.slots.allocatedBytes + staging.slots.allocatedBytes + 2 * filterBits / 8
+        current.ids.allocatedBytes + previous.ids.allocatedBytes + 2 * filterBits / 8
     }
 }
 

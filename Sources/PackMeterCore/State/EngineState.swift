@@ -3,7 +3,7 @@
 /// engine's future decisions depend on, bit for bit, so that a restored engine decides
 /// exactly as the original would have.
 extension PartitionEngine {
-    static let stateMagic: Int64 = 0x504D_454E_4731  // "PMENG1"
+    static let stateMagic: Int64 = 0x504D_454E_4732  // "PMENG2"
     static let stateEndMagic: Int64 = 0x504D_454E_4445  // "PMENDE"
 
     /// A deep copy for a checkpoint, taken between batches on the shard's thread. It only
@@ -29,16 +29,7 @@ extension PartitionEngine {
         other.prepaidFreeList = prepaidFreeList
         other.expiryHeap = expiryHeap
         other.livePrepaidCount = livePrepaidCount
-        func copy(_ g: DedupeWindow.Generation) -> DedupeWindow.Generation {
-            DedupeWindow.Generation(table: DedupeWindow.Table(slots: g.table.slots.copy(), count: g.table.count),
-                                    count: g.count, filter: BloomFilter(words: g.filter.words.copy()), monthCounts: g.monthCounts)
-        }
-        other.dedupe.current = copy(dedupe.current)
-        other.dedupe.previous = copy(dedupe.previous)
-        other.dedupe.staging = DedupeWindow.Table(slots: dedupe.staging.slots.copy(), count: dedupe.staging.count)
-        other.dedupe.evictedIDs = dedupe.evictedIDs
-        other.dedupe.evictedOpenMonthIDs = dedupe.evictedOpenMonthIDs
-        other.dedupe.rotations = dedupe.rotations
+        other.dedupe.copy(from: dedupe)
         return other
     }
 
@@ -68,15 +59,13 @@ extension PartitionEngine {
             w.int64(Int64(item.slot))
         }
         w.int(dedupe.generationCapacity)
+        // Per generation its ids, bucket by bucket, each in arrival order: re-adding them in
+        // this order rebuilds the same buckets, filter and month counts.
         for g in [dedupe.current, dedupe.previous] {
-            w.buffer(g.table.slots)
-            w.int(g.table.count)
-            w.int(g.count)
-            w.buffer(g.filter.words)
-            g.monthCounts.withUnsafeBytes { w.bytes($0) }
+            let ids = FlatBuffer<DedupeWindow.Slot>(capacity: g.count)
+            g.ids.forEach { ids.append($0) }
+            w.buffer(ids)
         }
-        w.buffer(dedupe.staging.slots)
-        w.int(dedupe.staging.count)
         w.uint64(dedupe.evictedIDs)
         w.uint64(dedupe.evictedOpenMonthIDs)
         w.uint64(dedupe.rotations)
@@ -136,25 +125,17 @@ extension PartitionEngine {
         guard capacity == dedupe.generationCapacity else {
             throw StateDecodingError("the state was written with a dedupe capacity of \(capacity) ids, this engine has \(dedupe.generationCapacity)")
         }
-        var generations: [DedupeWindow.Generation] = []
+        var saved: [FlatBuffer<DedupeWindow.Slot>] = []
         for _ in 0..<2 {
-            let slots = try r.buffer(DedupeWindow.Slot.self)
-            guard slots.count >= 2, slots.count.nonzeroBitCount == 1 else { throw StateDecodingError("dedupe table size \(slots.count) is not a power of two") }
-            let tableCount = try r.int()
-            let count = try r.int()
-            let words = try r.buffer(UInt64.self)
-            guard words.count == dedupe.filterBits / 64 else { throw StateDecodingError("dedupe filter has \(words.count) words") }
-            let monthBytes = try r.bytes()
-            guard monthBytes.count == 4096 * 4 else { throw StateDecodingError("dedupe month counts have \(monthBytes.count) bytes") }
-            let monthCounts = (0..<4096).map { UInt32(littleEndian: monthBytes.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
-            generations.append(DedupeWindow.Generation(table: DedupeWindow.Table(slots: slots, count: tableCount), count: count,
-                                                       filter: BloomFilter(words: words), monthCounts: monthCounts))
+            let ids = try r.buffer(DedupeWindow.Slot.self)
+            guard ids.count <= dedupe.generationCapacity else {
+                throw StateDecodingError("a dedupe generation holds \(ids.count) ids, more than its capacity \(dedupe.generationCapacity)")
+            }
+            guard ids.elements.allSatisfy({ $0.monthTag != 0 }) else { throw StateDecodingError("a remembered id has no month") }
+            saved.append(ids)
         }
-        dedupe.current = generations[0]
-        dedupe.previous = generations[1]
-        let staging = try r.buffer(DedupeWindow.Slot.self)
-        guard staging.count == DedupeWindow.stagingSize else { throw StateDecodingError("dedupe staging has \(staging.count) slots") }
-        dedupe.staging = DedupeWindow.Table(slots: staging, count: try r.int())
+        dedupe.current.replace(with: saved[0].elements)
+        dedupe.previous.replace(with: saved[1].elements)
         dedupe.evictedIDs = try r.uint64()
         dedupe.evictedOpenMonthIDs = try r.uint64()
         dedupe.rotations = try r.uint64()
