@@ -8,41 +8,18 @@ import PackMeterRuntime
 /// partition by partition against billing each partition alone (what `rate` does).
 @Suite("The streaming worker, end to end", .serialized)
 struct StreamingWorkerTests {
-    @Test func workerOutputsAndBalances_matchBillingEachPartitionAlone() throws {
-        let dir = temporaryDirectory("worker")
+    /// Produces 30,000 events, runs one worker (with `extra` arguments) until the group has
+    /// committed them all, stops it with SIGTERM, and checks its outputs and balances
+    /// against billing each partition alone. Returns the worker's log.
+    func billOnce(_ name: String, seed: UInt64, extra: [String] = []) throws -> String {
+        let dir = temporaryDirectory(name)
         let broker = try MockBroker(topics: e2eTopics, directory: dir)
         defer { broker.stop() }
-        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 30_000, seed: 1)
+        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 30_000, seed: seed)
         let expected = try Expected(input: try readTopic(brokers: broker.bootstrap, topic: "ocr.usage"), topic: "ocr.usage")
         #expect(expected.outputCount > 1000)
 
-        let worker = try ChildProcess("run", arguments: workerArguments(brokers: broker.bootstrap, checkpoints: "\(dir)/ckpt"), logDirectory: dir)
-        try worker.start()
-        let done = try waitUntilCommitted(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage") { worker.process.isRunning }
-        #expect(done, "the worker did not catch up:\n\(worker.log.suffix(3000))")
-        worker.signal(SIGTERM)
-        #expect(worker.wait() == 0, "\(worker.log.suffix(3000))")
-        #expect(worker.log.contains("stopped cleanly"))
-
-        let actual = try actualOutputs(brokers: broker.bootstrap, topics: ["ocr.overage", "ocr.usage.dlq"], input: "ocr.usage")
-        #expect(actual.duplicates == 0)
-        expectSameOutputs(actual.outputs, expected)
-        try expectSameBalances(checkpointDirectory: "\(dir)/ckpt", topic: "ocr.usage", expected: expected)
-    }
-
-    /// librdkafka 2.0 stops fetching while the consumer queue is full and may not look again
-    /// for a second; the worker wakes its fetchers by seeking to where billing stands. With
-    /// a queue of a few hundred records that happens all the time: the outputs must still be
-    /// exactly those of billing each partition alone.
-    @Test func fullConsumerQueue_wokenFetchers_skipAndRepeatNothing() throws {
-        let dir = temporaryDirectory("parked")
-        let broker = try MockBroker(topics: e2eTopics, directory: dir)
-        defer { broker.stop() }
-        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 30_000, seed: 7)
-        let expected = try Expected(input: try readTopic(brokers: broker.bootstrap, topic: "ocr.usage"), topic: "ocr.usage")
-
-        let arguments = workerArguments(brokers: broker.bootstrap, checkpoints: "\(dir)/ckpt",
-                                         extra: ["--kafka-config", "queued.min.messages=300"])
+        let arguments = workerArguments(brokers: broker.bootstrap, checkpoints: "\(dir)/ckpt", extra: extra)
         let worker = try ChildProcess("run", arguments: arguments, logDirectory: dir)
         try worker.start()
         let done = try waitUntilCommitted(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage") { worker.process.isRunning }
@@ -50,12 +27,26 @@ struct StreamingWorkerTests {
         worker.signal(SIGTERM)
         #expect(worker.wait() == 0, "\(worker.log.suffix(3000))")
 
-        let wakeups = worker.log.matches(of: /fetch_wakeups=(\d+)/).last.flatMap { Int($0.1) } ?? 0
-        #expect(wakeups > 0, "the queue never filled up:\n\(worker.log.suffix(3000))")
         let actual = try actualOutputs(brokers: broker.bootstrap, topics: ["ocr.overage", "ocr.usage.dlq"], input: "ocr.usage")
         #expect(actual.duplicates == 0)
         expectSameOutputs(actual.outputs, expected)
         try expectSameBalances(checkpointDirectory: "\(dir)/ckpt", topic: "ocr.usage", expected: expected)
+        return worker.log
+    }
+
+    @Test func workerOutputsAndBalances_matchBillingEachPartitionAlone() throws {
+        let log = try billOnce("worker", seed: 1)
+        #expect(log.contains("stopped cleanly"))
+    }
+
+    /// librdkafka 2.0 stops fetching while the consumer queue is full and may not look again
+    /// for a second; the worker wakes its fetchers by seeking to where billing stands. With
+    /// a queue of a few hundred records that happens all the time: the outputs must still be
+    /// exactly those of billing each partition alone.
+    @Test func fullConsumerQueue_wokenFetchers_skipAndRepeatNothing() throws {
+        let log = try billOnce("parked", seed: 7, extra: ["--kafka-config", "queued.min.messages=300"])
+        let wakeups = log.matches(of: /fetch_wakeups=(\d+)/).last.flatMap { Int($0.1) } ?? 0
+        #expect(wakeups > 0, "the queue never filled up:\n\(log.suffix(3000))")
     }
 
     @Test func sigtermHalfway_thenStartAgain_givesTheOutputsOfOneRun() throws {
