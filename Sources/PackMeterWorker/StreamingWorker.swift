@@ -776,4 +776,3 @@ final class Shard {
         return false
     }
 }
-

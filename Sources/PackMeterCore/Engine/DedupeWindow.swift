@@ -234,10 +234,10 @@ final class DedupeWindow {
         Slot(high: fp.high, lowAndMonth: (fp.low & 0xFFFF_FFFF_FFFF_0000) | UInt64(monthTag))
     }
 
-    /// Requests the cache lines a lookup and insert of `fp` touch.
-    // The hot path passes the generations it uses down as arguments taken from the `let`
+    // The hot path below passes the generations down as arguments taken from the `let`
     // properties, so no reference is retained and released per id.
 
+    /// Requests the cache lines a lookup and insert of `fp` touch.
     @inline(__always)
     func prefetch(_ fp: Fingerprint128) {
         if firstIsCurrent { prefetch(fp, current: first, previous: second) } else { prefetch(fp, current: second, previous: first) }
