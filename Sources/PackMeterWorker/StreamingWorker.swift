@@ -264,8 +264,12 @@ public final class StreamingWorker: @unchecked Sendable {
         return (shard, restored?.header)
     }
 
-    /// Opens shards and finds their already-written outputs. Returns where each starts.
-    private func open(_ partitions: [Int32]) throws -> [Int32: Int64] {
+    /// Opens shards and finds their already-written outputs. Each is read from its
+    /// `nextOffset`: a concrete offset, 0 when there is no checkpoint, never the logical
+    /// "beginning", which librdkafka resolves with a request that can wait behind another
+    /// partition's long-poll fetch (a late start of up to a second was seen). An offset
+    /// below the log's start is reset to it (auto.offset.reset).
+    private func open(_ partitions: [Int32]) throws {
         status.phase = .recovering
         publish()
         // Our own outputs still in flight (of partitions we lost or gave up) must be in the
@@ -282,7 +286,6 @@ public final class StreamingWorker: @unchecked Sendable {
         ledger.raise(to: found.highWatermarks)
         status.recoveryRecordsScanned += found.recordsScanned
         status.recoverySeconds += found.seconds
-        var starts: [Int32: Int64] = [:]
         for (shard, header) in opened {
             // What this partition's checkpoint knew to be written before its end offsets,
             // and what was written after them.
@@ -291,18 +294,12 @@ public final class StreamingWorker: @unchecked Sendable {
                 logger.info("\(options.inputTopic)[\(shard.partition)]: \(shard.written.count) outputs past the checkpoint are already written and will not be emitted again")
             }
             shards[shard.partition] = shard
-            // A concrete offset, 0 when there is no checkpoint, never the logical
-            // "beginning": librdkafka resolves that with a request that can wait behind
-            // another partition's long-poll fetch (a late start of up to a second was
-            // seen). An offset below the log's start is reset to it (auto.offset.reset).
-            starts[shard.partition] = shard.nextOffset
             // The group's committed offsets follow the checkpoints, also backwards when there
             // is none (rebuilding from the start), so lag is the work left.
-            restoredCommits.append((TopicPartition(options.inputTopic, shard.partition), header == nil ? 0 : shard.nextOffset))
+            restoredCommits.append((TopicPartition(options.inputTopic, shard.partition), shard.nextOffset))
         }
         logger.info("read back \(found.recordsScanned) output records in \(String(format: "%.2f", found.seconds)) s")
         status.phase = .running
-        return starts
     }
 
     /// Where to start reading back each output partition: the smallest end offset any of the
@@ -328,8 +325,8 @@ public final class StreamingWorker: @unchecked Sendable {
         case let .assigned(tps):
             let mine = tps.filter { $0.topic == options.inputTopic }.map(\.partition)
             logger.info("assigned \(options.inputTopic) partitions \(mine.sorted())")
-            let starts = try open(mine)
-            return Dictionary(uniqueKeysWithValues: starts.map { (TopicPartition(options.inputTopic, $0.key), $0.value) })
+            try open(mine)
+            return Dictionary(uniqueKeysWithValues: mine.map { (TopicPartition(options.inputTopic, $0), shards[$0]!.nextOffset) })
         case let .revoked(tps):
             let mine = tps.map(\.partition).filter { shards[$0] != nil }
             logger.info("revoked \(options.inputTopic) partitions \(mine.sorted()): checkpointing them")
@@ -368,19 +365,18 @@ public final class StreamingWorker: @unchecked Sendable {
                 fromOffsets[tp.partition] = offset < 0 ? stops[tp.partition]! : offset
             }
         }
-        var starts = try open(tps.map(\.partition))
+        try open(tps.map(\.partition))
         var assignment: [(TopicPartition, Int64)] = []
         for tp in tps {
             let shard = shards[tp.partition]!
             shard.stopOffset = stops[tp.partition]!
             if shard.checkpointedOffset < 0, let start = fromOffsets[tp.partition] {
                 // No checkpoint of this replay yet: begin at --from.
-                starts[tp.partition] = start
                 shard.nextOffset = start
             }
             shard.startOffset = max(shard.nextOffset, 0)
             if shard.nextOffset >= shard.stopOffset! { shard.done = true }
-            assignment.append((tp, starts[tp.partition]!))
+            assignment.append((tp, shard.nextOffset))
         }
         try consumer.assign(assignment)
         let total = tps.reduce(Int64(0)) { sum, tp in

@@ -61,10 +61,10 @@ struct DedupeWindowTests {
         var random = SplitMix64(seed: 9)
         let ids = (0..<7000).map { _ in Fingerprint128(high: random.next(), low: random.next()) }
         for fp in ids { _ = window.insert(fp, monthTag: 3, openMonthTag: 3) }
-        var entries: [(DedupeWindow.Slot, Bool)] = []
-        window.forEachEntry { entries.append(($0, $1)) }
+        let saved = window.savedIDs()
         let copy = DedupeWindow(generationCapacity: 3000)
-        copy.restore(entries: entries, counters: (window.evictedIDs, window.evictedOpenMonthIDs, window.rotations))
+        copy.restore(current: saved[0].elements, previous: saved[1].elements,
+                     counters: (window.evictedIDs, window.evictedOpenMonthIDs, window.rotations))
         #expect(copy.count == window.count)
         for fp in ids { #expect(copy.contains(fp) == window.contains(fp)) }
         // And both go on identically.

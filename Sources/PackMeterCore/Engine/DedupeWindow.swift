@@ -81,8 +81,6 @@ final class DedupeWindow {
             count = other.count
         }
 
-        var bucketCount: Int { heads.count }
-
         @inline(__always)
         func bucket(_ high: UInt64) -> Int { Int(truncatingIfNeeded: high >> shift) }
 
@@ -202,8 +200,6 @@ final class DedupeWindow {
     }
 
     let generationCapacity: Int
-    /// Buckets per generation: about 128 ids each when the generation is full.
-    let bucketCount: Int
     /// Bits of filter per generation: 16 per id of capacity, a power of two.
     let filterBits: Int
     /// Both generations' filters in one, so that testing an id against both reads one
@@ -221,9 +217,9 @@ final class DedupeWindow {
     init(generationCapacity: Int) {
         precondition(generationCapacity > 0)
         self.generationCapacity = generationCapacity
+        // Buckets per generation: about 128 ids each when the generation is full.
         var buckets = 16
         while buckets * 128 < generationCapacity { buckets *= 2 }
-        bucketCount = buckets
         var bits = 1 << 12
         while bits < generationCapacity * 16 { bits *= 2 }
         filterBits = bits
@@ -326,17 +322,22 @@ final class DedupeWindow {
         rotations = other.rotations
     }
 
-    /// Every remembered id with its generation (true = current), bucket by bucket.
-    func forEachEntry(_ body: (Slot, Bool) -> Void) {
-        current.ids.forEach { body($0, true) }
-        previous.ids.forEach { body($0, false) }
+    /// What a checkpoint saves of each generation (current, then previous): its ids,
+    /// bucket by bucket, each in arrival order. The filter and month counts follow from them.
+    func savedIDs() -> [FlatBuffer<Slot>] {
+        [current, previous].map { g in
+            let ids = FlatBuffer<Slot>(capacity: g.count)
+            g.ids.forEach { ids.append($0) }
+            return ids
+        }
     }
 
-    /// Rebuilds a window from checkpointed entries, in the order `forEachEntry` gave them
-    /// (which rebuilds the same buckets).
-    func restore(entries: [(Slot, Bool)], counters: (evicted: UInt64, evictedOpen: UInt64, rotations: UInt64)) {
-        current.replace(with: entries.lazy.filter(\.1).map(\.0))
-        previous.replace(with: entries.lazy.filter { !$0.1 }.map(\.0))
+    /// Rebuilds the window from what `savedIDs()` gave: re-adding the ids in that order
+    /// rebuilds the same buckets.
+    func restore(current saved: some Sequence<Slot>, previous savedPrevious: some Sequence<Slot>,
+                 counters: (evicted: UInt64, evictedOpen: UInt64, rotations: UInt64)) {
+        current.replace(with: saved)
+        previous.replace(with: savedPrevious)
         evictedIDs = counters.evicted
         evictedOpenMonthIDs = counters.evictedOpen
         rotations = counters.rotations

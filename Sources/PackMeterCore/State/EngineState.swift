@@ -59,13 +59,7 @@ extension PartitionEngine {
             w.int64(Int64(item.slot))
         }
         w.int(dedupe.generationCapacity)
-        // Per generation its ids, bucket by bucket, each in arrival order: re-adding them in
-        // this order rebuilds the same buckets, filter and month counts.
-        for g in [dedupe.current, dedupe.previous] {
-            let ids = FlatBuffer<DedupeWindow.Slot>(capacity: g.count)
-            g.ids.forEach { ids.append($0) }
-            w.buffer(ids)
-        }
+        for ids in dedupe.savedIDs() { w.buffer(ids) }
         w.uint64(dedupe.evictedIDs)
         w.uint64(dedupe.evictedOpenMonthIDs)
         w.uint64(dedupe.rotations)
@@ -134,11 +128,8 @@ extension PartitionEngine {
             guard ids.elements.allSatisfy({ $0.monthTag != 0 }) else { throw StateDecodingError("a remembered id has no month") }
             saved.append(ids)
         }
-        dedupe.current.replace(with: saved[0].elements)
-        dedupe.previous.replace(with: saved[1].elements)
-        dedupe.evictedIDs = try r.uint64()
-        dedupe.evictedOpenMonthIDs = try r.uint64()
-        dedupe.rotations = try r.uint64()
+        let counters = (evicted: try r.uint64(), evictedOpen: try r.uint64(), rotations: try r.uint64())
+        dedupe.restore(current: saved[0].elements, previous: saved[1].elements, counters: counters)
         guard try r.int64() == Self.stateEndMagic, r.isAtEnd else { throw StateDecodingError("state does not end where it should") }
     }
 }
