@@ -65,13 +65,21 @@ final class BalanceTable {
             i += 1
             if i == size { i = 0 }
         }
+        return add(key, at: i)
+    }
+
+    /// Creates `key`'s slot at `i`, the empty slot that ended its probe, or after growing
+    /// the table. Out of line: once per (account, pack, month).
+    @inline(never)
+    private func add(_ key: UInt64, at empty: Int) -> UnsafeMutablePointer<Slot> {
+        var i = empty
         if count >= growAt {
             grow()
-            return slot(key)
+            i = firstEmpty(from: home(key))
         }
-        base[i] = Slot(key: key, freeUsed: 0, reserved: 0, prepaidUsed: 0, overage: 0)
+        slots.base[i] = Slot(key: key, freeUsed: 0, reserved: 0, prepaidUsed: 0, overage: 0)
         count += 1
-        return base + i
+        return slots.base + i
     }
 
     /// The slot of `key` if it exists.
@@ -84,6 +92,16 @@ final class BalanceTable {
             i += 1
             if i == size { i = 0 }
         }
+    }
+
+    /// The first empty slot at or after `i`, wrapping around.
+    private func firstEmpty(from i: Int) -> Int {
+        var i = i
+        while slots.base[i].key != 0 {
+            i += 1
+            if i == size { i = 0 }
+        }
+        return i
     }
 
     private func grow() {
@@ -101,16 +119,10 @@ final class BalanceTable {
         slots = FlatBuffer(repeating: .empty, count: newSize)
         growAt = newSize * 3 / 4
         count = 0
-        let base = slots.base
         for k in 0..<old.count {
             let s = old[k]
             guard s.key != 0, keep(s) else { continue }
-            var i = home(s.key)
-            while base[i].key != 0 {
-                i += 1
-                if i == newSize { i = 0 }
-            }
-            base[i] = s
+            slots.base[firstEmpty(from: home(s.key))] = s
             count += 1
         }
     }
