@@ -391,7 +391,10 @@ public final class StreamingWorker: @unchecked Sendable {
     // MARK: - Processing
 
     private func process(_ batch: MessageBatch, count: Int) throws {
-        if status.firstRecordAt == nil { status.firstRecordAt = monotonicSeconds() }
+        if status.firstRecordAt == nil {
+            status.firstRecordAt = monotonicSeconds()
+            status.cpuSecondsAtFirstRecord = processCPUSeconds()
+        }
         var touched: [Shard] = []
         // Messages come in runs of one partition (a fetched batch at a time).
         var lastPartition: Int32 = -1
@@ -445,6 +448,7 @@ public final class StreamingWorker: @unchecked Sendable {
             if let stop = shard.stopOffset, shard.nextOffset >= stop { shard.done = true }
         }
         status.lastBatchAt = monotonicSeconds()
+        status.cpuSecondsAtLastBatch = processCPUSeconds()
     }
 
     /// Produces a shard's outputs, except those already in the output topics.

@@ -34,6 +34,10 @@ public struct WorkerStatus: Sendable {
     /// billed and handed to the producer (monotonic seconds).
     public var firstRecordAt: Double?
     public var lastBatchAt = 0.0
+    /// The process's CPU seconds at those two moments, so that the cores kept busy while
+    /// billing can be told exactly.
+    public var cpuSecondsAtFirstRecord = 0.0
+    public var cpuSecondsAtLastBatch = 0.0
     public var updatedAt = 0.0
 
     public init() {}

@@ -108,7 +108,7 @@ struct PrimitiveTests {
         #expect(Fingerprint128(Array(repeating: UInt8(ascii: "a"), count: 17)) == Fingerprint128(high: 0xA510_D605_53B5_BAD0, low: 0x65CA_087B_CE00_55FA))
     }
 
-    @Test func specialByteDetector_agreesWithTheBytewiseRule() {
+    @Test func specialByteDetector_findsExactlyTheFirstSpecialByte() {
         var generator = SplitMix64(seed: 7)
         for _ in 0..<20_000 {
             var bytes = [UInt8](repeating: 0, count: 8)
@@ -117,8 +117,10 @@ struct PrimitiveTests {
                 bytes[i] = r % 4 == 0 ? [0x22, 0x5C, 0x1F, 0x20, 0x7F, 0x80, 0x21, 0x00][Int(r >> 8) % 8] : UInt8(truncatingIfNeeded: r >> 16)
             }
             let word = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-            let expected = bytes.contains { $0 == 0x22 || $0 == 0x5C || $0 < 0x20 || $0 >= 0x80 }
-            #expect(JSONScanner.hasSpecialByte(word) == expected)
+            let first = bytes.firstIndex { $0 == 0x22 || $0 == 0x5C || $0 < 0x20 || $0 >= 0x80 }
+            let special = JSONScanner.specialBytes(word)
+            // The scanner jumps to the lowest flagged byte: it must be exactly the first special one.
+            #expect((special == 0 ? nil : special.trailingZeroBitCount / 8) == first, "\(bytes)")
         }
     }
 }

@@ -107,14 +107,18 @@ struct JSONScanner {
         i += 1
         let start = i
         var hasEscapes = false
-        // Fast path: eight bytes at a time while none is special (quote, backslash,
-        // control character or non-ASCII).
-        while i + 8 <= end {
-            let word = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
-            if Self.hasSpecialByte(word) { break }
-            i += 8
-        }
         while true {
+            // Ordinary bytes eight at a time, straight to the first special one (quote,
+            // backslash, control character or non-ASCII); byte by byte only in the last 7.
+            while i + 8 <= end {
+                let word = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
+                let special = Self.specialBytes(word)
+                if special != 0 {
+                    i += special.trailingZeroBitCount >> 3
+                    break
+                }
+                i += 8
+            }
             guard i < end else { throw error(.unexpectedEnd) }
             let b = base[i]
             if b == 0x22 {
@@ -157,9 +161,11 @@ struct JSONScanner {
         }
     }
 
-    /// True if any byte of `word` is `"`, `\`, below 0x20 or at least 0x80.
+    /// The high bit of each byte of `word` (little endian) that is `"`, `\`, below 0x20 or
+    /// at least 0x80, and possibly of bytes after the first such one (a borrow carries
+    /// upward): the lowest set bit always marks exactly the first special byte.
     @inline(__always)
-    static func hasSpecialByte(_ word: UInt64) -> Bool {
+    static func specialBytes(_ word: UInt64) -> UInt64 {
         let ones: UInt64 = 0x0101_0101_0101_0101
         let highs: UInt64 = 0x8080_8080_8080_8080
         let quote = word ^ (ones &* 0x22)
@@ -167,7 +173,7 @@ struct JSONScanner {
         let zeroQuote = (quote &- ones) & ~quote
         let zeroBackslash = (backslash &- ones) & ~backslash
         let below20 = (word &- ones &* 0x20) & ~word
-        return ((zeroQuote | zeroBackslash | below20) & highs) | (word & highs) != 0
+        return ((zeroQuote | zeroBackslash | below20) & highs) | (word & highs)
     }
 
     @inline(__always)
