@@ -107,14 +107,16 @@ final class KafkaWorkload: @unchecked Sendable {
         while seen == 0 { seen += try! consumer.poll(into: batch, timeoutMs: 100) }
         benchmark.startMeasurement()
         let started = monotonicSeconds()
+        let cpuBefore = processCPUSeconds()
         while seen < records {
             let n = try! consumer.poll(into: batch, timeoutMs: 100)
             for i in 0..<n { bytes &+= batch[i].value.count }
             seen += n
         }
         benchmark.stopMeasurement()
-        benchmark.measurement(.custom("events/s", polarity: .prefersLarger, useScalingFactor: false),
-                              Int(Double(records) / (monotonicSeconds() - started)))
+        let elapsed = monotonicSeconds() - started
+        benchmark.measurement(.custom("events/s", polarity: .prefersLarger, useScalingFactor: false), Int(Double(records) / elapsed))
+        benchmark.measurement(.custom("cores busy (%)", useScalingFactor: false), Int((processCPUSeconds() - cpuBefore) / elapsed * 100))
         batch.release()
         blackHole(bytes)
         consumer.close()
