@@ -183,7 +183,7 @@ public struct CheckpointError: Error, Sendable, CustomStringConvertible {
 /// Checkpoints on disk: one directory per input partition, one file per checkpoint named
 /// by the offset it covers, the newest `keep` kept.
 ///
-/// File layout: the magic `PMCKPT\r\n`, format version (u32 LE, 2), header length (u32 LE)
+/// File layout: the magic `PMCKPT\r\n`, format version (u32 LE, 3), header length (u32 LE)
 /// and the header as JSON; then the engine state in lz4 blocks, each `raw length (u32 LE),
 /// compressed length (u32 LE), bytes`, ended by a zero pair; then a 16-byte checksum
 /// (MurmurHash3 x64/128 of every byte before it). Written to a temporary file, fsynced,
@@ -195,8 +195,9 @@ public final class CheckpointStore: @unchecked Sendable {
     public let logger: Logger
 
     static let magic: [UInt8] = Array("PMCKPT\r\n".utf8)
-    /// 2: the dedupe window is saved as its ids (1 saved its hash tables).
-    static let formatVersion: UInt32 = 2
+    /// 3: the account index is rebuilt on restore, not saved; 2: the dedupe window is
+    /// saved as its ids (1 saved its hash tables).
+    static let formatVersion: UInt32 = 3
     static let blockBytes = 4 << 20
 
     public init(directory: String, keep: Int = 3, logger: Logger) {

@@ -92,7 +92,7 @@ struct CheckpointStoreTests {
             _ = try store.restore(topic: "ocr.usage", partition: 2, configuration: configuration)
             Issue.record("an unknown format was accepted")
         } catch {
-            #expect(error.description == "checkpoint \(path) has format version 7, which this packmeter does not read (it reads 2)")
+            #expect(error.description == "checkpoint \(path) has format version 7, which this packmeter does not read (it reads 3)")
         }
     }
 

@@ -114,11 +114,18 @@ public final class PartitionEngine {
 
     /// The account's number in this engine, adding it if new.
     @inline(__always)
-    public func intern(account bytes: UnsafeRawBufferPointer) -> AccountID {
-        let id = accounts.intern(bytes)
+    public func intern(account key: AccountKey) -> AccountID {
+        let id = accounts.intern(key)
         if id.index == accountState.count { accountState.append(Self.noPack) }
         return id
     }
+
+    @inline(__always)
+    public func intern(account bytes: UnsafeRawBufferPointer) -> AccountID { intern(account: AccountKey(bytes)) }
+
+    /// Requests the memory interning `key` will read. A hint only: it changes no state.
+    @inline(__always)
+    public func prefetch(account key: AccountKey) { accounts.prefetch(key) }
 
     public func intern(account: String) -> AccountID {
         var account = account

@@ -27,9 +27,10 @@ public struct InputRecord {
 /// every outcome. Used as is by `packmeter rate` and by each shard of the streaming worker,
 /// so both produce the same bytes for the same log.
 ///
-/// Records are handled in chunks: first every record of the chunk is decoded (and its
-/// account interned, its id fingerprinted), then the events are applied in log order with
-/// the engine's memory for the calls a few places ahead already requested.
+/// Records are handled in chunks: first every record of the chunk is decoded (its
+/// account's directory slot requested), then the accounts are interned and the ids
+/// fingerprinted, then the events are applied in log order with the engine's memory for
+/// the calls a few places ahead already requested.
 public final class PartitionProcessor {
     public let engine: PartitionEngine
     public let decoder: EventDecoder
@@ -44,6 +45,7 @@ public final class PartitionProcessor {
     /// A decoded record waiting to be applied.
     struct Pending {
         var event: DecodedEvent
+        var account: AccountKey
         var call: CallEvent
         /// Index into `rejections`, or -1 when the record decoded.
         var rejection: Int32
@@ -70,7 +72,7 @@ public final class PartitionProcessor {
         prefix.append(raw: ",\"offset\":")
         sourcePrefix = prefix.array
         pending = .allocate(capacity: Self.chunkMax)
-        let blank = Pending(event: DecodedEvent(),
+        let blank = Pending(event: DecodedEvent(), account: AccountKey(UnsafeRawBufferPointer(start: nil, count: 0)),
                             call: CallEvent(account: AccountID(0), pack: PackIndex(0), ts: 0, count: 0, billable: false,
                                             id: Fingerprint128(high: 0, low: 0)),
                             rejection: -1, record: 0)
@@ -110,6 +112,13 @@ public final class PartitionProcessor {
             index += 1
         }
         counters.recordsRead += UInt64(n)
+        // Accounts are interned once every record of the chunk is decoded, so that the
+        // directory slots requested while decoding have arrived.
+        for k in 0..<n where pending[k].rejection < 0 {
+            let event = pending[k].event
+            pending[k].call = CallEvent(account: engine.intern(account: pending[k].account), pack: event.pack, ts: event.ts,
+                                        count: event.count, billable: event.billable, id: Fingerprint128(event.id))
+        }
         let distance = PartitionEngine.prefetchDistance
         for k in 0..<min(distance, n) where pending[k].rejection < 0 && pending[k].event.type == .call {
             engine.prefetch(pending[k].call)
@@ -123,7 +132,7 @@ public final class PartitionProcessor {
         return index
     }
 
-    /// Checks 1–3: decode, then the record timestamp.
+    /// Checks 1–3: decode, then the record timestamp; requests the account's directory slot.
     @inline(__always)
     private func decode(_ record: InputRecord, index: Int, into slot: UnsafeMutablePointer<Pending>) {
         slot.pointee.record = Int32(index)
@@ -144,8 +153,8 @@ public final class PartitionProcessor {
             rejections.append(Rejection(.futureTimestamp, detail))
             return
         }
-        slot.pointee.call = CallEvent(account: engine.intern(account: event.account), pack: event.pack, ts: event.ts,
-                                      count: event.count, billable: event.billable, id: Fingerprint128(event.id))
+        slot.pointee.account = AccountKey(event.account)
+        engine.prefetch(account: slot.pointee.account)
     }
 
     /// Checks 4–6 and the outputs.

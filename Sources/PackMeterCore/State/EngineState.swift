@@ -3,7 +3,7 @@
 /// engine's future decisions depend on, bit for bit, so that a restored engine decides
 /// exactly as the original would have.
 extension PartitionEngine {
-    static let stateMagic: Int64 = 0x504D_454E_4732  // "PMENG2"
+    static let stateMagic: Int64 = 0x504D_454E_4733  // "PMENG3"
     static let stateEndMagic: Int64 = 0x504D_454E_4445  // "PMENDE"
 
     /// A deep copy for a checkpoint, taken between batches on the shard's thread. It only
@@ -15,10 +15,7 @@ extension PartitionEngine {
         other.watermark = watermark
         other.firstOpenMonth = firstOpenMonth
         other.nextCloseAt = nextCloseAt
-        other.accounts.arena = accounts.arena.copy()
-        other.accounts.starts = accounts.starts.copy()
-        other.accounts.slots = accounts.slots.copy()
-        other.accounts.mask = accounts.mask
+        other.accounts.adopt(arena: accounts.arena.copy(), starts: accounts.starts.copy())
         other.accountState.replace(with: accountState)
         other.balances.slots = balances.slots.copy()
         other.balances.count = balances.count
@@ -41,8 +38,6 @@ extension PartitionEngine {
         w.int64(nextCloseAt)
         w.buffer(accounts.arena)
         w.buffer(accounts.starts)
-        w.buffer(accounts.slots)
-        w.int(accounts.mask)
         w.buffer(accountState)
         w.buffer(balances.slots)
         w.int(balances.count)
@@ -77,13 +72,12 @@ extension PartitionEngine {
         guard open >= 0 && open <= Int64(Int32.max) else { throw StateDecodingError("first open month \(open) out of range") }
         firstOpenMonth = BillingMonth(rawValue: Int32(open))
         nextCloseAt = try r.int64()
-        accounts.arena = try r.buffer(UInt8.self, minimumCapacity: 1 << 16)
-        accounts.starts = try r.buffer(UInt32.self, minimumCapacity: 1024)
-        accounts.slots = try r.buffer(UInt64.self)
-        accounts.mask = try r.int()
-        guard accounts.starts.count >= 1, accounts.slots.count == accounts.mask + 1, (accounts.mask + 1).nonzeroBitCount == 1 else {
+        let arena = try r.buffer(UInt8.self, minimumCapacity: 1 << 16)
+        let starts = try r.buffer(UInt32.self, minimumCapacity: 1024)
+        guard AccountDirectory.isValid(arena: arena, starts: starts, maxBytes: EventDecoder.accountBytesMax) else {
             throw StateDecodingError("account table is inconsistent")
         }
+        accounts.adopt(arena: arena, starts: starts)
         let states = try r.buffer(UInt32.self, minimumCapacity: 1024)
         guard states.count == accounts.count else { throw StateDecodingError("\(states.count) account states for \(accounts.count) accounts") }
         accountState.replace(with: states)
