@@ -57,7 +57,7 @@ public struct AccountKey {
 /// Interns account ids (byte strings up to 64 bytes) to dense integers, so that every other
 /// table of the engine is an array indexed by account. Account ids live back to back in
 /// one arena (`arena`, `starts`: all a checkpoint keeps). The index over them is open
-/// addressing with linear probing at load ≤ 1/2, rebuilt from the arena on restore; each
+/// addressing with linear probing at load ≤ 3/4, rebuilt from the arena on restore; each
 /// 32-byte slot holds 32 bits of the hash, the account number, the id's length and its
 /// first 16 bytes, so finding an id of up to 16 bytes (account ids are typically 10–12
 /// digits) reads one slot and nothing else, and that slot can be prefetched.
@@ -84,7 +84,7 @@ final class AccountDirectory {
 
     init(expectedAccounts: Int = 1024) {
         var size = 1024
-        while size < expectedAccounts * 2 { size *= 2 }
+        while size * 3 < expectedAccounts * 4 { size *= 2 }
         slots = FlatBuffer(repeating: .empty, count: size)
         mask = size - 1
         starts.append(0)
@@ -129,7 +129,7 @@ final class AccountDirectory {
         starts.append(UInt32(arena.count))
         slots.base[i] = Slot(tagAndNumber: (key.hash & Self.tagMask) | UInt64(number + 1), length: UInt64(bytes.count),
                              head0: key.head0, head1: key.head1)
-        if count * 2 > mask + 1 { rebuildIndex(size: (mask + 1) * 2) }
+        if count * 4 > (mask + 1) * 3 { rebuildIndex(size: (mask + 1) * 2) }
         return AccountID(UInt32(number))
     }
 
@@ -198,10 +198,10 @@ final class AccountDirectory {
         return true
     }
 
-    /// Rebuilds the index over every id, at a size that keeps the load ≤ 1/2.
+    /// Rebuilds the index over every id, at a size that keeps the load ≤ 3/4.
     private func rebuildIndex(size minimum: Int = 1024) {
         var size = max(minimum, 16)
-        while size < count * 2 + 2 { size *= 2 }
+        while size * 3 < count * 4 + 4 { size *= 2 }
         let fresh = FlatBuffer<Slot>(repeating: .empty, count: size)
         for number in 0..<count {
             let key = AccountKey(bytes(of: AccountID(UInt32(number))))
