@@ -70,6 +70,18 @@ final class AccountDirectory {
         var head1: UInt64
 
         static let empty = Slot(tagAndNumber: 0, length: 0, head0: 0, head1: 0)
+
+        init(tagAndNumber: UInt64, length: UInt64, head0: UInt64, head1: UInt64) {
+            self.tagAndNumber = tagAndNumber
+            self.length = length
+            self.head0 = head0
+            self.head1 = head1
+        }
+
+        init(_ key: AccountKey, number: Int) {
+            self.init(tagAndNumber: (key.hash & AccountDirectory.tagMask) | UInt64(number + 1), length: UInt64(key.bytes.count),
+                      head0: key.head0, head1: key.head1)
+        }
     }
 
     static let tagMask: UInt64 = 0xFFFF_FFFF_0000_0000
@@ -101,18 +113,24 @@ final class AccountDirectory {
     /// The account's number, adding it if new.
     @inline(__always)
     func intern(_ key: AccountKey) -> AccountID {
+        let (found, empty) = probe(key)
+        return found ?? add(key, at: empty)
+    }
+
+    /// The number of `key`'s account if it is known, else the empty slot the probe ended at.
+    @inline(__always)
+    private func probe(_ key: AccountKey) -> (found: AccountID?, empty: Int) {
         if !indexed { rebuildIndex() }
         let tag = key.hash & Self.tagMask
         var i = Int(truncatingIfNeeded: key.hash) & mask
         while true {
             let s = slots.base[i]
-            if s.tagAndNumber == 0 { break }
+            if s.tagAndNumber == 0 { return (nil, i) }
             if s.tagAndNumber & Self.tagMask == tag, matches(s, key) {
-                return AccountID(UInt32(truncatingIfNeeded: s.tagAndNumber) - 1)
+                return (AccountID(UInt32(truncatingIfNeeded: s.tagAndNumber) - 1), i)
             }
             i = (i + 1) & mask
         }
-        return add(key, at: i)
     }
 
     /// Adds the account of `key` at the empty slot `i` that ended its probe. Out of line:
@@ -127,8 +145,7 @@ final class AccountDirectory {
         }
         arena.count += bytes.count
         starts.append(UInt32(arena.count))
-        slots.base[i] = Slot(tagAndNumber: (key.hash & Self.tagMask) | UInt64(number + 1), length: UInt64(bytes.count),
-                             head0: key.head0, head1: key.head1)
+        slots.base[i] = Slot(key, number: number)
         if count * 4 > (mask + 1) * 3 { rebuildIndex(size: (mask + 1) * 2) }
         return AccountID(UInt32(number))
     }
@@ -136,20 +153,7 @@ final class AccountDirectory {
     func intern(_ bytes: UnsafeRawBufferPointer) -> AccountID { intern(AccountKey(bytes)) }
 
     /// The account's number if it is known.
-    func find(_ bytes: UnsafeRawBufferPointer) -> AccountID? {
-        if !indexed { rebuildIndex() }
-        let key = AccountKey(bytes)
-        let tag = key.hash & Self.tagMask
-        var i = Int(truncatingIfNeeded: key.hash) & mask
-        while true {
-            let s = slots.base[i]
-            if s.tagAndNumber == 0 { return nil }
-            if s.tagAndNumber & Self.tagMask == tag, matches(s, key) {
-                return AccountID(UInt32(truncatingIfNeeded: s.tagAndNumber) - 1)
-            }
-            i = (i + 1) & mask
-        }
-    }
+    func find(_ bytes: UnsafeRawBufferPointer) -> AccountID? { probe(AccountKey(bytes)).found }
 
     func find(_ account: String) -> AccountID? {
         var account = account
@@ -207,8 +211,7 @@ final class AccountDirectory {
             let key = AccountKey(bytes(of: AccountID(UInt32(number))))
             var i = Int(truncatingIfNeeded: key.hash) & (size - 1)
             while fresh.base[i].tagAndNumber != 0 { i = (i + 1) & (size - 1) }
-            fresh.base[i] = Slot(tagAndNumber: (key.hash & Self.tagMask) | UInt64(number + 1), length: UInt64(key.bytes.count),
-                                 head0: key.head0, head1: key.head1)
+            fresh.base[i] = Slot(key, number: number)
         }
         slots = fresh
         mask = size - 1
