@@ -204,15 +204,13 @@ public func printError(_ line: String) {
 }
 
 /// Seconds on a monotonic clock.
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+public func monotonicSeconds() -> Double { seconds(on: CLOCK_MONOTONIC) }
 
 /// CPU seconds this process has used so far, all threads, user and system.
-public func processCPUSeconds() -> Double {
+public func processCPUSeconds() -> Double { seconds(on: CLOCK_PROCESS_CPUTIME_ID) }
+
+private func seconds(on clock: clockid_t) -> Double {
     var ts = timespec()
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    clock_gettime(clock, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

@@ -24,7 +24,7 @@ struct AccountDirectoryTests {
         let directory = AccountDirectory()
         let base = "1000000000001234"  // 16 bytes
         let ids = [base, base + "5", base + "6", base + "56", "100000000000123", base + base, base + base + "x"]
-        let numbers = ids.map { id in withUTF8(id) { directory.intern($0) } }
+        let numbers = ids.map { id in withUTF8(id) { directory.intern(AccountKey($0)) } }
         #expect(Set(numbers).count == ids.count)
         for (id, number) in zip(ids, numbers) {
             #expect(directory.find(id) == number)
@@ -38,14 +38,14 @@ struct AccountDirectoryTests {
         let directory = AccountDirectory(expectedAccounts: 16)
         let ids = (0..<5000).map { "acct-\($0 * 7919 % 100_003)" + ($0 % 3 == 0 ? "-with-a-longer-suffix" : "") }
         for (n, id) in ids.enumerated() {
-            #expect(withUTF8(id) { directory.intern($0) } == AccountID(UInt32(n)))
+            #expect(withUTF8(id) { directory.intern(AccountKey($0)) } == AccountID(UInt32(n)))
         }
         let copy = AccountDirectory()
         copy.adopt(arena: directory.arena.copy(), starts: directory.starts.copy())
         for (n, id) in ids.enumerated() {
             #expect(directory.find(id) == AccountID(UInt32(n)) && copy.find(id) == AccountID(UInt32(n)))
         }
-        #expect(withUTF8("a-new-one") { copy.intern($0) } == AccountID(5000))
+        #expect(withUTF8("a-new-one") { copy.intern(AccountKey($0)) } == AccountID(5000))
         #expect(copy.count == 5001 && directory.count == 5000)
     }
 

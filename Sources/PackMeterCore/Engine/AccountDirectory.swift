@@ -150,8 +150,6 @@ final class AccountDirectory {
         return AccountID(UInt32(number))
     }
 
-    func intern(_ bytes: UnsafeRawBufferPointer) -> AccountID { intern(AccountKey(bytes)) }
-
     /// The account's number if it is known.
     func find(_ bytes: UnsafeRawBufferPointer) -> AccountID? { probe(AccountKey(bytes)).found }
 
