@@ -36,25 +36,25 @@ final class BalanceTable {
         growAt = size * 3 / 4
     }
 
-    @inline(__always)
+    @inline(always)
     static func key(account: UInt32, pack: UInt16, monthTag: UInt16) -> UInt64 {
         (UInt64(account) + 1) << 32 | UInt64(pack) << 16 | UInt64(monthTag)
     }
 
     /// Where the probe for `key` starts: a mixed hash mapped onto `0..<size`.
-    @inline(__always)
+    @inline(always)
     private func home(_ key: UInt64) -> Int {
         let mixed = (key ^ (key >> 29)) &* 0xBF58_476D_1CE4_E5B9
         return Int(truncatingIfNeeded: mixed.multipliedFullWidth(by: UInt64(size)).high)
     }
 
-    @inline(__always)
+    @inline(always)
     func prefetch(_ key: UInt64) {
         pm_prefetch_write(slots.base + home(key))
     }
 
     /// The slot of `key`, created empty if absent.
-    @inline(__always)
+    @inline(always)
     func slot(_ key: UInt64) -> UnsafeMutablePointer<Slot> {
         var i = home(key)
         let base = slots.base

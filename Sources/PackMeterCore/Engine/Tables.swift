@@ -21,8 +21,10 @@ struct PrepaidSlot: BitwiseCopyable {
 /// A min-heap of (instant, slot): prepaid packs by expiry.
 struct ExpiryHeap {
     private(set) var items: [(expires: Int64, slot: UInt32)] = []
+    /// The earliest expiry (`.max` when empty), kept as a field: every call compares
+    /// its `ts` with it.
+    private(set) var minimum: Int64 = .max
 
-    var minimum: Int64 { items.first?.expires ?? .max }
     var isEmpty: Bool { items.isEmpty }
 
     mutating func push(_ expires: Int64, _ slot: UInt32) {
@@ -34,6 +36,7 @@ struct ExpiryHeap {
             items.swapAt(parent, i)
             i = parent
         }
+        minimum = items[0].expires
     }
 
     mutating func pop() -> (expires: Int64, slot: UInt32) {
@@ -53,8 +56,12 @@ struct ExpiryHeap {
                 i = m
             }
         }
+        minimum = items.first?.expires ?? .max
         return top
     }
 
-    mutating func removeAll() { items.removeAll() }
+    mutating func removeAll() {
+        items.removeAll()
+        minimum = .max
+    }
 }

@@ -167,7 +167,7 @@ public final class PartitionProcessor {
         let call = p.pointee.call
         switch p.pointee.event.type {
         case .call:
-            let d = engine.apply(call)
+            let d = engine.settle(call)
             switch d.status {
             case .applied:
                 counters.applied += 1

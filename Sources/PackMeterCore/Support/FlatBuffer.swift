@@ -100,6 +100,15 @@ final class FlatBuffer<Element: BitwiseCopyable> {
         count += extra
     }
 
+    /// Appends `extra` elements whose bytes are all zero (one `memset`, where
+    /// `append(repeating:count:)` stores element by element).
+    func appendZeroed(_ extra: Int) {
+        reserve(count + extra)
+        UnsafeMutableRawPointer(base + count).initializeMemory(as: UInt8.self, repeating: 0,
+                                                               count: extra * MemoryLayout<Element>.stride)
+        count += extra
+    }
+
     func copy() -> FlatBuffer<Element> {
         let other = FlatBuffer<Element>(capacity: Swift.max(count, 1))
         other.base.initialize(from: base, count: count)
