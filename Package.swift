@@ -17,7 +17,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
-        // Prefetch hints and huge-page table allocation for the engine's hot tables.
+        // Prefetch hints and huge-page table allocation for the engine's hot tables; the
+        // allocator setting of the worker process.
         .target(name: "CPackMeterSupport"),
         // The rules: catalog, decoding, billing months, balances. No I/O, no Kafka.
         .target(
@@ -47,7 +48,7 @@ let package = Package(
         .target(
             name: "PackMeterWorker",
             dependencies: [
-                "PackMeterCore", "PackMeterRuntime", "PackMeterKafka",
+                "CPackMeterSupport", "PackMeterCore", "PackMeterRuntime", "PackMeterKafka",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

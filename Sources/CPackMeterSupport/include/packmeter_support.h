@@ -19,4 +19,11 @@ static inline void pm_prefetch_write(const void *address) {
 void *pm_allocate_table(size_t bytes);
 void pm_free_table(void *pointer);
 
+/// Has the C allocator keep freed memory for reuse instead of handing it back to the
+/// kernel: a streaming worker allocates and frees the same large buffers over and over
+/// (librdkafka a fetch and a decompression buffer per response, the checkpoint copies),
+/// and with glibc's defaults each round trip cost page faults and zeroing. Process-wide;
+/// a no-op where the C library has no `mallopt`.
+void pm_retain_freed_memory(void);
+
 #endif
