@@ -239,7 +239,23 @@ final class DedupeWindow {
     var evictedOpenMonthIDs: UInt64 = 0
     var rotations: UInt64 = 0
 
-    init(generationCapacity: Int) {
+    convenience init(generationCapacity: Int) {
+        self.init(generationCapacity: generationCapacity, filterWords: nil)
+    }
+
+    /// An exact copy of `other`, for a checkpoint. The filter is copied as it is (2 MiB
+    /// at the default capacity) rather than zeroed first and then overwritten.
+    convenience init(copying other: DedupeWindow) {
+        self.init(generationCapacity: other.generationCapacity, filterWords: other.filter.words.copy())
+        first.copy(from: other.first)
+        second.copy(from: other.second)
+        currentHalf = other.currentHalf
+        evictedIDs = other.evictedIDs
+        evictedOpenMonthIDs = other.evictedOpenMonthIDs
+        rotations = other.rotations
+    }
+
+    private init(generationCapacity: Int, filterWords: FlatBuffer<UInt64>?) {
         precondition(generationCapacity > 0)
         self.generationCapacity = generationCapacity
         // Buckets per generation: about 128 ids each when the generation is full.
@@ -248,7 +264,8 @@ final class DedupeWindow {
         var bits = 1 << 12
         while bits < generationCapacity * 16 { bits *= 2 }
         filterBits = bits
-        filter = PairedBloomFilter(bitsPerHalf: bits)
+        filter = filterWords.map { PairedBloomFilter(words: $0) } ?? PairedBloomFilter(bitsPerHalf: bits)
+        precondition(filter.words.count == bits / 32, "a copied filter has the size of its capacity's")
         first = Generation(buckets: buckets, filter: filter, half: 0)
         second = Generation(buckets: buckets, filter: filter, half: 1)
     }
@@ -337,18 +354,6 @@ final class DedupeWindow {
 
     // MARK: - Checkpoints
 
-    /// Makes this window an exact copy of `other` (same capacity), for a checkpoint.
-    func copy(from other: DedupeWindow) {
-        precondition(other.generationCapacity == generationCapacity)
-        first.copy(from: other.first)
-        second.copy(from: other.second)
-        filter.words.replace(with: other.filter.words)
-        currentHalf = other.currentHalf
-        evictedIDs = other.evictedIDs
-        evictedOpenMonthIDs = other.evictedOpenMonthIDs
-        rotations = other.rotations
-    }
-
     /// What a checkpoint saves of each generation (current, then previous): its ids,
     /// bucket by bucket, each in arrival order. The filter and month counts follow from them.
     func savedIDs() -> [FlatBuffer<Slot>] {
@@ -387,7 +392,12 @@ struct PairedBloomFilter {
     let pairMask: Int
 
     init(bitsPerHalf: Int) {
-        words = FlatBuffer(repeating: 0, count: bitsPerHalf / 32)
+        self.init(words: FlatBuffer(repeating: 0, count: bitsPerHalf / 32))
+    }
+
+    /// A filter over `words` (a power of two of them, as `init(bitsPerHalf:)` makes).
+    init(words: FlatBuffer<UInt64>) {
+        self.words = words
         pairMask = words.count / 2 - 1
     }
 

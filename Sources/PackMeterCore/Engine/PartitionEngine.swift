@@ -104,8 +104,13 @@ public final class PartitionEngine {
     /// The default dedupe generation capacity (ids); see `DedupeWindow`.
     public static let dedupeCapacityDefault = 500_000
 
-    public init(catalog: Catalog, calendar: BillingCalendar, allowedLatenessMs: Int64 = 72 * 3_600_000,
-                dedupeCapacity: Int = PartitionEngine.dedupeCapacityDefault, expectedAccounts: Int = 1024) {
+    public convenience init(catalog: Catalog, calendar: BillingCalendar, allowedLatenessMs: Int64 = 72 * 3_600_000,
+                            dedupeCapacity: Int = PartitionEngine.dedupeCapacityDefault, expectedAccounts: Int = 1024) {
+        self.init(catalog: catalog, calendar: calendar, allowedLatenessMs: allowedLatenessMs,
+                  dedupe: DedupeWindow(generationCapacity: dedupeCapacity), expectedAccounts: expectedAccounts)
+    }
+
+    init(catalog: Catalog, calendar: BillingCalendar, allowedLatenessMs: Int64, dedupe: DedupeWindow, expectedAccounts: Int) {
         self.catalog = catalog
         self.calendar = calendar
         self.allowedLatenessMs = allowedLatenessMs
@@ -113,7 +118,7 @@ public final class PartitionEngine {
         balances = BalanceTable(initialSize: max(1024, expectedAccounts * 2))
         grants = FlatBuffer(capacity: catalog.packs.count)
         for grant in catalog.grantByPack { grants.append(grant) }
-        dedupe = DedupeWindow(generationCapacity: dedupeCapacity)
+        self.dedupe = dedupe
         firstOpenMonth = calendar.firstMonth
         nextCloseAt = calendar.start(of: calendar.firstMonth.next) &+ allowedLatenessMs
         firstOpenTag = monthTag(firstOpenMonth)

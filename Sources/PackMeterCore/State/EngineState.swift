@@ -11,7 +11,7 @@ extension PartitionEngine {
     /// while this engine goes on.
     public func copy() -> PartitionEngine {
         let other = PartitionEngine(catalog: catalog, calendar: calendar, allowedLatenessMs: allowedLatenessMs,
-                                    dedupeCapacity: dedupe.generationCapacity)
+                                    dedupe: DedupeWindow(copying: dedupe), expectedAccounts: 1)
         other.watermark = watermark
         other.firstOpenMonth = firstOpenMonth
         other.nextCloseAt = nextCloseAt
@@ -26,7 +26,6 @@ extension PartitionEngine {
         other.prepaidFreeList = prepaidFreeList
         other.expiryHeap = expiryHeap
         other.livePrepaidCount = livePrepaidCount
-        other.dedupe.copy(from: dedupe)
         return other
     }
 
