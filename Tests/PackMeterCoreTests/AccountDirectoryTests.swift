@@ -66,3 +66,26 @@ struct AccountDirectoryTests {
         return s.withUTF8 { body(UnsafeRawBufferPointer($0)) }
     }
 }
+
+@Suite("Byte comparison of names: whole words, overlapping at the end")
+struct BytesEqualTests {
+    @Test func agreesWithBytewiseComparison_forEveryLengthAndEveryDifferingByte() {
+        var generator = SplitMix64(seed: 5)
+        for n in 0...40 {
+            let a = (0..<n).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+            a.withUnsafeBytes { x in
+                var same = a
+                same.withUnsafeBytes { y in
+                    #expect(n == 0 || bytesEqual(x.baseAddress!, y.baseAddress!, n), "length \(n), equal")
+                }
+                for k in 0..<n {
+                    same = a
+                    same[k] ^= 0x40
+                    same.withUnsafeBytes { y in
+                        #expect(!bytesEqual(x.baseAddress!, y.baseAddress!, n), "length \(n), byte \(k) differs")
+                    }
+                }
+            }
+        }
+    }
+}

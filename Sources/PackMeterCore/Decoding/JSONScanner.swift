@@ -89,7 +89,8 @@ struct JSONScanner {
     mutating func skipWhitespace() {
         while i < end {
             let b = base[i]
-            guard b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 else { return }
+            // Every byte that can start a token is above the space: one comparison for them.
+            guard b <= 0x20, b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 else { return }
             i += 1
         }
     }

@@ -26,7 +26,7 @@ public struct Fingerprint128: Hashable, Sendable {
 }
 
 @inlinable @inline(__always)
-func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 &- r)) }
+func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x &<< r) | (x &>> (64 &- r)) }
 
 @inlinable @inline(__always)
 func fmix64(_ k: UInt64) -> UInt64 {
@@ -62,14 +62,14 @@ func murmur3x64_128(_ bytes: UnsafeRawBufferPointer, seed: UInt32) -> Fingerprin
         if tail > 8 {
             var k2: UInt64 = 0
             for i in stride(from: tail - 1, through: 8, by: -1) {
-                k2 ^= UInt64(base.load(fromByteOffset: offset + i, as: UInt8.self)) << (UInt64(i - 8) * 8)
+                k2 ^= UInt64(base.load(fromByteOffset: offset + i, as: UInt8.self)) &<< (UInt64(i - 8) * 8)
             }
             k2 = k2 &* c2; k2 = rotl(k2, 33); k2 = k2 &* c1; h2 ^= k2
         }
         if tail > 0 {
             var k1: UInt64 = 0
             for i in stride(from: min(tail, 8) - 1, through: 0, by: -1) {
-                k1 ^= UInt64(base.load(fromByteOffset: offset + i, as: UInt8.self)) << (UInt64(i) * 8)
+                k1 ^= UInt64(base.load(fromByteOffset: offset + i, as: UInt8.self)) &<< (UInt64(i) * 8)
             }
             k1 = k1 &* c1; k1 = rotl(k1, 31); k1 = k1 &* c2; h1 ^= k1
         }

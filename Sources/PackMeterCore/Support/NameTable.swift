@@ -18,7 +18,7 @@ func fastHash64(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         var word: UInt64 = 0
         var shift: UInt64 = 0
         while i < n {
-            word |= UInt64(base.load(fromByteOffset: i, as: UInt8.self)) << shift
+            word |= UInt64(base.load(fromByteOffset: i, as: UInt8.self)) &<< shift
             shift += 8
             i += 1
         }
@@ -29,18 +29,27 @@ func fastHash64(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
 
 @inline(__always)
 func bytesEqual(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ count: Int) -> Bool {
-    var i = 0
-    while i + 8 <= count {
-        if a.loadUnaligned(fromByteOffset: i, as: UInt64.self) != b.loadUnaligned(fromByteOffset: i, as: UInt64.self) {
-            return false
+    if count >= 8 {
+        // Eight bytes a step, the last step ending at the last byte (it may overlap).
+        var i = 0
+        while i + 8 < count {
+            if a.loadUnaligned(fromByteOffset: i, as: UInt64.self) != b.loadUnaligned(fromByteOffset: i, as: UInt64.self) {
+                return false
+            }
+            i += 8
         }
-        i += 8
+        return a.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self) == b.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self)
     }
-    while i < count {
-        if a.load(fromByteOffset: i, as: UInt8.self) != b.load(fromByteOffset: i, as: UInt8.self) { return false }
-        i += 1
+    // Shorter: two loads of four (or two) bytes that overlap as needed.
+    if count >= 4 {
+        return a.loadUnaligned(as: UInt32.self) == b.loadUnaligned(as: UInt32.self)
+            && a.loadUnaligned(fromByteOffset: count - 4, as: UInt32.self) == b.loadUnaligned(fromByteOffset: count - 4, as: UInt32.self)
     }
-    return true
+    if count >= 2 {
+        return a.loadUnaligned(as: UInt16.self) == b.loadUnaligned(as: UInt16.self)
+            && a.loadUnaligned(fromByteOffset: count - 2, as: UInt16.self) == b.loadUnaligned(fromByteOffset: count - 2, as: UInt16.self)
+    }
+    return count == 0 || a.load(as: UInt8.self) == b.load(as: UInt8.self)
 }
 
 /// An immutable map from names (byte strings) to their positions, built once: the catalog's
