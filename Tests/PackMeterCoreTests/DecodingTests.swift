@@ -237,3 +237,82 @@ struct DecodingTests {
         #expect(ledger.deadLetters[0]["payload"]?.stringValue?.utf8.count == 65_536)
     }
 }
+
+@Suite("RFC 3339: the word-at-a-time parser against a byte-by-byte reference")
+struct TimestampParserTests {
+    /// The parser as it was before it read eight bytes at a time: one byte, one check.
+    static func reference(_ text: [UInt8]) -> Int64? {
+        let n = text.count
+        guard n >= 20 else { return nil }
+        func digit(_ i: Int) -> Int? { text[i] >= 48 && text[i] <= 57 ? Int(text[i] - 48) : nil }
+        func two(_ i: Int) -> Int? {
+            guard let a = digit(i), let b = digit(i + 1) else { return nil }
+            return a * 10 + b
+        }
+        guard let y1 = two(0), let y2 = two(2), text[4] == 0x2D, let month = two(5), text[7] == 0x2D, let day = two(8),
+              text[10] == 0x54 || text[10] == 0x74 || text[10] == 0x20,
+              let hour = two(11), text[13] == 0x3A, let minute = two(14), text[16] == 0x3A, let second = two(17)
+        else { return nil }
+        let year = y1 * 100 + y2
+        guard (1...12).contains(month), day >= 1, day <= Civil.daysInMonth(year: year, month: month),
+              hour <= 23, minute <= 59, second <= 59 else { return nil }
+        var i = 19
+        var millis = 0
+        if text[i] == 0x2E {
+            i += 1
+            var digits = 0
+            while i < n, let d = digit(i) {
+                if digits < 3 { millis = millis * 10 + d }
+                digits += 1
+                i += 1
+            }
+            guard digits > 0 else { return nil }
+            if digits == 1 { millis *= 100 } else if digits == 2 { millis *= 10 }
+        }
+        guard i < n else { return nil }
+        var offsetMinutes = 0
+        switch text[i] {
+        case 0x5A, 0x7A: i += 1
+        case 0x2B, 0x2D:
+            guard i + 6 == n, let oh = two(i + 1), text[i + 3] == 0x3A, let om = two(i + 4), oh <= 23, om <= 59 else { return nil }
+            offsetMinutes = (oh * 60 + om) * (text[i] == 0x2D ? -1 : 1)
+            i += 6
+        default: return nil
+        }
+        guard i == n else { return nil }
+        let seconds = Int64(Civil.days(year: year, month: month, day: day)) * 86_400 + Int64(hour * 3600 + minute * 60 + second)
+        return (seconds - Int64(offsetMinutes * 60)) * 1000 + Int64(millis)
+    }
+
+    @Test func agreesWithTheReference_onValidTimesAndEveryOneByteCorruption() {
+        var generator = SplitMix64(seed: 3339)
+        // Bytes that break digit tests at their edges, separators, and a byte whose high
+        // nibble is 3 but is no digit.
+        let replacements: [UInt8] = [0x2F, 0x30, 0x39, 0x3A, 0x3F, 0x2D, 0x54, 0x20, 0x00, 0xFF, 0xF9, 0x06, 0x5A, 0x2E]
+        var checked = 0
+        for _ in 0..<400 {
+            let year = 1970 + Int(generator.next() % 230)
+            let month = 1 + Int(generator.next() % 12)
+            let day = 1 + Int(generator.next() % 31)
+            let time = (Int(generator.next() % 25), Int(generator.next() % 61), Int(generator.next() % 61))
+            let fraction = ["", ".5", ".25", ".123", ".1234", "."][Int(generator.next() % 6)]
+            let offset = ["Z", "z", "+08:00", "-05:30", "+24:00", "+08:60"][Int(generator.next() % 6)]
+            func pad(_ v: Int, _ w: Int) -> String { String(repeating: "0", count: max(0, w - String(v).count)) + String(v) }
+            let text = Array("\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(time.0, 2)):\(pad(time.1, 2)):\(pad(time.2, 2))\(fraction)\(offset)".utf8)
+            var variants = [text]
+            for k in 0..<min(text.count, 22) {
+                for r in replacements where text[k] != r {
+                    var v = text
+                    v[k] = r
+                    variants.append(v)
+                }
+            }
+            for v in variants {
+                let parsed = v.withUnsafeBytes { Timestamp.parseRFC3339($0) }
+                #expect(parsed == Self.reference(v), "\(String(decoding: v, as: UTF8.self))")
+                checked += 1
+            }
+        }
+        #expect(checked > 100_000)
+    }
+}

@@ -4,7 +4,7 @@ public enum Timestamp {
     /// the millisecond, truncated), e.g. `2026-11-03T10:00:00.123+08:00`. Returns epoch ms.
     public static func parseRFC3339(_ s: UnsafeRawBufferPointer) -> Int64? {
         let n = s.count
-        guard n >= 20 else { return nil }
+        guard n >= 20, let p = s.baseAddress else { return nil }
         @inline(__always) func digit(_ i: Int) -> Int? {
             let b = s[i] &- 48
             return b < 10 ? Int(b) : nil
@@ -13,13 +13,22 @@ public enum Timestamp {
             guard let a = digit(i), let b = digit(i + 1) else { return nil }
             return a * 10 + b
         }
-        guard let y1 = two(0), let y2 = two(2), s[4] == 0x2D,
-              let month = two(5), s[7] == 0x2D, let day = two(8),
-              s[10] == 0x54 || s[10] == 0x74 || s[10] == 0x20,
-              let hour = two(11), s[13] == 0x3A, let minute = two(14), s[16] == 0x3A,
-              let second = two(17)
+        // The fixed part `YYYY-MM-DDTHH:MM:SS`, eight bytes at a time: bytes 0-7
+        // (`YYYY-MM-`), 11-18 (`HH:MM:SS`), and 8-10 (`DDT`) one by one.
+        let date = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+        let time = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 11, as: UInt64.self))
+        guard Self.matches(date, digits: 0x00FF_FF00_FFFF_FFFF, separators: 0x2D00_002D_0000_0000),
+              Self.matches(time, digits: 0xFFFF_00FF_FF00_FFFF, separators: 0x0000_3A00_003A_0000),
+              let day = two(8), s[10] == 0x54 || s[10] == 0x74 || s[10] == 0x20
         else { return nil }
-        let year = y1 * 100 + y2
+        let d = date &- 0x0030_3000_3030_3030  // digit bytes become their values
+        let t = time &- 0x3030_0030_3000_3030
+        @inline(__always) func byte(_ w: UInt64, _ k: UInt64) -> Int { Int(truncatingIfNeeded: (w &>> (8 * k)) & 0xFF) }
+        let year = byte(d, 0) * 1000 + byte(d, 1) * 100 + byte(d, 2) * 10 + byte(d, 3)
+        let month = byte(d, 5) * 10 + byte(d, 6)
+        let hour = byte(t, 0) * 10 + byte(t, 1)
+        let minute = byte(t, 3) * 10 + byte(t, 4)
+        let second = byte(t, 6) * 10 + byte(t, 7)
         guard (1...12).contains(month), day >= 1, day <= Civil.daysInMonth(year: year, month: month),
               hour <= 23, minute <= 59, second <= 59
         else { return nil }
@@ -54,6 +63,19 @@ public enum Timestamp {
         let days = Int64(Civil.days(year: year, month: month, day: day))
         let seconds = days * 86_400 + Int64(hour * 3600 + minute * 60 + second) - Int64(offsetMinutes * 60)
         return seconds * 1000 + Int64(millis)
+    }
+
+    /// Whether the bytes of `word` (first byte lowest) under `digits` are ASCII digits and
+    /// the others equal those of `separators`. A digit's high nibble is 3 and adding 6 to it
+    /// leaves it 3; once every byte under the mask has high nibble 3, adding 6 carries
+    /// into no other byte.
+    @inline(__always)
+    static func matches(_ word: UInt64, digits mask: UInt64, separators: UInt64) -> Bool {
+        let highNibbles = 0xF0F0_F0F0_F0F0_F0F0 & mask
+        let threes = 0x3030_3030_3030_3030 & mask
+        return word & ~mask == separators
+            && word & highNibbles == threes
+            && (word &+ (0x0606_0606_0606_0606 & mask)) & highNibbles == threes
     }
 
     public static func parseRFC3339(_ text: String) -> Int64? {
