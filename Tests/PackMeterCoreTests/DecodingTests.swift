@@ -238,50 +238,44 @@ struct DecodingTests {
     }
 }
 
-@Suite("RFC 3339: the word-at-a-time parser against a byte-by-byte reference")
+@Suite("RFC 3339: the word-at-a-time parser against an independent reference")
 struct TimestampParserTests {
-    /// The parser as it was before it read eight bytes at a time: one byte, one check.
+    /// An independent reading of the same grammar, written for clarity: cut the text into
+    /// its parts, then check each part whole.
     static func reference(_ text: [UInt8]) -> Int64? {
-        let n = text.count
-        guard n >= 20 else { return nil }
-        func digit(_ i: Int) -> Int? { text[i] >= 48 && text[i] <= 57 ? Int(text[i] - 48) : nil }
-        func two(_ i: Int) -> Int? {
-            guard let a = digit(i), let b = digit(i + 1) else { return nil }
-            return a * 10 + b
+        func number(_ part: ArraySlice<UInt8>) -> Int? {
+            guard !part.isEmpty, part.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
+            return part.reduce(0) { $0 * 10 + Int($1 - 0x30) }
         }
-        guard let y1 = two(0), let y2 = two(2), text[4] == 0x2D, let month = two(5), text[7] == 0x2D, let day = two(8),
-              text[10] == 0x54 || text[10] == 0x74 || text[10] == 0x20,
-              let hour = two(11), text[13] == 0x3A, let minute = two(14), text[16] == 0x3A, let second = two(17)
+        guard text.count >= 20, text[4] == UInt8(ascii: "-"), text[7] == UInt8(ascii: "-"),
+              [UInt8(ascii: "T"), UInt8(ascii: "t"), UInt8(ascii: " ")].contains(text[10]),
+              text[13] == UInt8(ascii: ":"), text[16] == UInt8(ascii: ":"),
+              let year = number(text[0..<4]), let month = number(text[5..<7]), let day = number(text[8..<10]),
+              let hour = number(text[11..<13]), let minute = number(text[14..<16]), let second = number(text[17..<19]),
+              (1...12).contains(month), (1...Civil.daysInMonth(year: year, month: month)).contains(day),
+              hour < 24, minute < 60, second < 60
         else { return nil }
-        let year = y1 * 100 + y2
-        guard (1...12).contains(month), day >= 1, day <= Civil.daysInMonth(year: year, month: month),
-              hour <= 23, minute <= 59, second <= 59 else { return nil }
-        var i = 19
+        var rest = text[19...]
         var millis = 0
-        if text[i] == 0x2E {
-            i += 1
-            var digits = 0
-            while i < n, let d = digit(i) {
-                if digits < 3 { millis = millis * 10 + d }
-                digits += 1
-                i += 1
-            }
-            guard digits > 0 else { return nil }
-            if digits == 1 { millis *= 100 } else if digits == 2 { millis *= 10 }
+        if rest.first == UInt8(ascii: ".") {
+            let digits = rest.dropFirst().prefix { (0x30...0x39).contains($0) }
+            guard !digits.isEmpty else { return nil }
+            let kept = Array(digits.prefix(3)) + Array(repeating: UInt8(ascii: "0"), count: max(0, 3 - digits.count))
+            millis = number(kept[...])!
+            rest = rest.dropFirst(1 + digits.count)
         }
-        guard i < n else { return nil }
-        var offsetMinutes = 0
-        switch text[i] {
-        case 0x5A, 0x7A: i += 1
-        case 0x2B, 0x2D:
-            guard i + 6 == n, let oh = two(i + 1), text[i + 3] == 0x3A, let om = two(i + 4), oh <= 23, om <= 59 else { return nil }
-            offsetMinutes = (oh * 60 + om) * (text[i] == 0x2D ? -1 : 1)
-            i += 6
-        default: return nil
+        let offset: Int
+        if rest.count == 1, rest.first == UInt8(ascii: "Z") || rest.first == UInt8(ascii: "z") {
+            offset = 0
+        } else if rest.count == 6, rest.first == UInt8(ascii: "+") || rest.first == UInt8(ascii: "-"),
+                  rest[rest.startIndex + 3] == UInt8(ascii: ":"),
+                  let oh = number(rest.dropFirst().prefix(2)), let om = number(rest.suffix(2)), oh < 24, om < 60 {
+            offset = (oh * 60 + om) * (rest.first == UInt8(ascii: "-") ? -1 : 1)
+        } else {
+            return nil
         }
-        guard i == n else { return nil }
         let seconds = Int64(Civil.days(year: year, month: month, day: day)) * 86_400 + Int64(hour * 3600 + minute * 60 + second)
-        return (seconds - Int64(offsetMinutes * 60)) * 1000 + Int64(millis)
+        return (seconds - Int64(offset * 60)) * 1000 + Int64(millis)
     }
 
     @Test func agreesWithTheReference_onValidTimesAndEveryOneByteCorruption() {
