@@ -305,7 +305,7 @@ final class DedupeWindow {
     /// `openMonthTag` is the engine's first open month, for counting early evictions.
     ///
     /// One filter pair answers for both generations; only when it says the id may be
-    /// there (a repeat, or about one fresh id in 300) are buckets scanned, out of line.
+    /// there (a repeat, or about one fresh id in 220) are buckets scanned, out of line.
     @inline(always)
     func insert(_ fp: Fingerprint128, monthTag: UInt16, openMonthTag: UInt16) -> Bool {
         let pair = filter.pair(fp.high)

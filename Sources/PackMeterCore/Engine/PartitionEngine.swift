@@ -212,7 +212,6 @@ public final class PartitionEngine {
         if ts >= expiryHeap.minimum { dropExpiredPacks() }
     }
 
-
     @inline(never)
     private func closeMonths() {
         guard let open = calendar.month(containing: watermark &- allowedLatenessMs) else { return }
