@@ -53,12 +53,12 @@ final class DedupeWindow {
         let pool: FlatBuffer<Slot>
         /// Per chunk: the next chunk of its bucket, or `none`.
         let next: FlatBuffer<UInt32>
-        /// Per bucket: its first and last chunk (`none` when empty) and how many slots of
-        /// the last are used (`chunkSlots` when empty, so that one comparison says whether
-        /// the next id needs a new chunk).
+        /// Per bucket: its first chunk (`none` when empty).
         let heads: FlatBuffer<UInt32>
-        let tails: FlatBuffer<UInt32>
-        let fills: FlatBuffer<UInt8>
+        /// Per bucket: the pool slot its next id goes to. A multiple of `chunkSlots` when
+        /// the bucket needs a new chunk (it is empty, 0, or its last chunk is full), so one
+        /// test decides; otherwise the last chunk is `(end - 1) / chunkSlots`.
+        let ends: FlatBuffer<UInt32>
         let shift: UInt64
         private(set) var count = 0
 
@@ -67,8 +67,7 @@ final class DedupeWindow {
             pool = FlatBuffer(capacity: 64 * Self.chunkSlots)
             next = FlatBuffer(capacity: 64)
             heads = FlatBuffer(repeating: Self.none, count: buckets)
-            tails = FlatBuffer(repeating: Self.none, count: buckets)
-            fills = FlatBuffer(repeating: UInt8(Self.chunkSlots), count: buckets)
+            ends = FlatBuffer(repeating: 0, count: buckets)
             shift = UInt64(64 - buckets.trailingZeroBitCount)
         }
 
@@ -77,29 +76,35 @@ final class DedupeWindow {
             pool.replace(with: other.pool)
             next.replace(with: other.next)
             heads.replace(with: other.heads)
-            tails.replace(with: other.tails)
-            fills.replace(with: other.fills)
+            ends.replace(with: other.ends)
             count = other.count
         }
 
         @inline(always)
         func bucket(_ high: UInt64) -> Int { Int(truncatingIfNeeded: high &>> shift) }
 
-        /// Where the next id of `high`'s bucket goes (a hint for prefetching).
+        /// Where the next id of `high`'s bucket goes (a hint for prefetching; when the
+        /// bucket needs a new chunk it may lie past the pool, which a prefetch allows).
         @inline(always)
         func nextSlot(_ high: UInt64) -> UnsafeMutablePointer<Slot> {
-            let b = bucket(high)
-            let tail = tails.base[b]
-            return tail == Self.none ? pool.base : pool.base + Int(tail) * Self.chunkSlots + Int(fills.base[b])
+            pool.base + Int(ends.base[bucket(high)])
+        }
+
+        /// The last chunk of bucket `b` and how many of its slots are used (`b` not empty).
+        @inline(always)
+        private func last(_ b: Int) -> (chunk: UInt32, used: Int) {
+            let end = ends.base[b] &- 1
+            return (end / UInt32(Self.chunkSlots), Int(end % UInt32(Self.chunkSlots)) + 1)
         }
 
         @inline(always)
         func find(_ high: UInt64, _ low: UInt64) -> Bool {
             let b = bucket(high)
             var c = heads.base[b]
-            let tail = tails.base[b]
+            guard c != Self.none else { return false }
+            let tail = last(b)
             while c != Self.none {
-                let used = c == tail ? Int(fills.base[b]) : Self.chunkSlots
+                let used = c == tail.chunk ? tail.used : Self.chunkSlots
                 let chunk = pool.base + Int(c) * Self.chunkSlots
                 for i in 0..<used where chunk[i].matches(high, low) { return true }
                 c = next.base[Int(c)]
@@ -113,17 +118,11 @@ final class DedupeWindow {
             let b = bucket(s.high)
             // Every address is read once into a local: a store through a pointer could
             // alias this object's fields, so the compiler would read them again after it.
-            let fills = self.fills.base
-            var fill = Int(fills[b])
-            let tail: Int
-            if fill == Self.chunkSlots {
-                tail = Int(startChunk(b))
-                fill = 0
-            } else {
-                tail = Int(tails.base[b])
-            }
-            pool.base[tail &* Self.chunkSlots &+ fill] = s
-            fills[b] = UInt8(truncatingIfNeeded: fill &+ 1)
+            let ends = self.ends.base
+            var end = ends[b]
+            if end % UInt32(Self.chunkSlots) == 0 { end = startChunk(b) &* UInt32(Self.chunkSlots) }
+            pool.base[Int(end)] = s
+            ends[b] = end &+ 1
             count &+= 1
         }
 
@@ -134,16 +133,13 @@ final class DedupeWindow {
             let c = UInt32(next.count)
             next.append(Self.none)
             pool.appendZeroed(Self.chunkSlots)  // empty slots
-            let tail = tails.base[b]
-            if tail == Self.none { heads.base[b] = c } else { next.base[Int(tail)] = c }
-            tails.base[b] = c
+            if heads.base[b] == Self.none { heads.base[b] = c } else { next.base[Int(last(b).chunk)] = c }
             return c
         }
 
         func clear() {
             heads.base.update(repeating: Self.none, count: heads.count)
-            tails.base.update(repeating: Self.none, count: tails.count)
-            fills.base.update(repeating: UInt8(Self.chunkSlots), count: fills.count)
+            ends.base.update(repeating: 0, count: ends.count)
             pool.removeAll()
             next.removeAll()
             count = 0
@@ -153,8 +149,10 @@ final class DedupeWindow {
         func forEach(_ body: (Slot) -> Void) {
             for b in 0..<heads.count {
                 var c = heads.base[b]
+                guard c != Self.none else { continue }
+                let tail = last(b)
                 while c != Self.none {
-                    let used = c == tails.base[b] ? Int(fills.base[b]) : Self.chunkSlots
+                    let used = c == tail.chunk ? tail.used : Self.chunkSlots
                     let chunk = pool.base + Int(c) * Self.chunkSlots
                     for i in 0..<used { body(chunk[i]) }
                     c = next.base[Int(c)]
@@ -163,7 +161,7 @@ final class DedupeWindow {
         }
 
         var allocatedBytes: Int {
-            pool.allocatedBytes + next.allocatedBytes + heads.allocatedBytes + tails.allocatedBytes + fills.allocatedBytes
+            pool.allocatedBytes + next.allocatedBytes + heads.allocatedBytes + ends.allocatedBytes
         }
     }
 
