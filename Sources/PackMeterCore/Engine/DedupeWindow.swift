@@ -221,8 +221,6 @@ final class DedupeWindow {
     }
 
     let generationCapacity: Int
-    /// Bits of filter per generation: 16 per id of capacity, a power of two.
-    let filterBits: Int
     /// Both generations' filters in one, so that testing an id against both reads one
     /// cache line.
     let filter: PairedBloomFilter
@@ -259,9 +257,9 @@ final class DedupeWindow {
         // Buckets per generation: about 128 ids each when the generation is full.
         var buckets = 16
         while buckets * 128 < generationCapacity { buckets *= 2 }
+        // Bits of filter per generation: 16 per id of capacity, a power of two.
         var bits = 1 << 12
         while bits < generationCapacity * 16 { bits *= 2 }
-        filterBits = bits
         filter = filterWords.map { PairedBloomFilter(words: $0) } ?? PairedBloomFilter(bitsPerHalf: bits)
         precondition(filter.words.count == bits / 32, "a copied filter has the size of its capacity's")
         first = Generation(buckets: buckets, filter: filter, half: 0)
@@ -323,7 +321,7 @@ final class DedupeWindow {
     }
 
     /// Whether `fp` is remembered, scanning the buckets of the generations whose filter
-    /// half may hold it.
+    /// word may hold it.
     @inline(never)
     private func remembers(_ fp: Fingerprint128, maybeCurrent: Bool, maybePrevious: Bool) -> Bool {
         let low = fp.low & 0xFFFF_FFFF_FFFF_0000
