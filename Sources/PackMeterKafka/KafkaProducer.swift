@@ -100,16 +100,24 @@ public final class KafkaProducer: @unchecked Sendable {
     /// queue is full, serves delivery reports until there is room.
     public func produce(_ topic: ProducerTopic, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer,
                         partition: Int32? = nil, tag: UInt64 = 0) throws(KafkaError) {
-        while true {
-            let result = rd_kafka_produce(topic.handle, partition ?? RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
-                                          UnsafeMutableRawPointer(mutating: value.baseAddress), value.count,
-                                          key?.baseAddress, key?.count ?? 0,
-                                          UnsafeMutableRawPointer(bitPattern: UInt(tag)))
-            if result == 0 { return }
-            let err = rd_kafka_last_error()
-            guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL else { throw KafkaError(err, operation: "produce to \(topic.name)") }
+        while try !offer(topic, key: key, value: value, partition: partition, tag: tag) {
             rd_kafka_poll(handle, 10)
         }
+    }
+
+    /// Queues a message (copied) if the local queue has room; returns false when it is full.
+    /// Never serves delivery reports, so any thread may call it while another polls: the
+    /// queue only empties as the polling thread serves the reports.
+    public func offer(_ topic: ProducerTopic, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer,
+                      partition: Int32? = nil, tag: UInt64 = 0) throws(KafkaError) -> Bool {
+        let result = rd_kafka_produce(topic.handle, partition ?? RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+                                      UnsafeMutableRawPointer(mutating: value.baseAddress), value.count,
+                                      key?.baseAddress, key?.count ?? 0,
+                                      UnsafeMutableRawPointer(bitPattern: UInt(tag)))
+        if result == 0 { return true }
+        let err = rd_kafka_last_error()
+        guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL else { throw KafkaError(err, operation: "produce to \(topic.name)") }
+        return false
     }
 
     /// Serves delivery reports; returns how many were served.
