@@ -1,5 +1,6 @@
 import PackMeterCore
 import PackMeterKafka
+import Synchronization
 
 /// What the producer has had acknowledged, so that a checkpoint waits for the outputs of the
 /// records it covers without stopping processing to flush.
@@ -15,14 +16,17 @@ import PackMeterKafka
 /// checkpoint records are where a restart must start reading back (`OutputRecovery`).
 ///
 /// Owned by the worker thread; delivery reports arrive on it too (`KafkaProducer.poll`).
-final class OutputLedger {
+/// Billing threads only take sequence numbers (`reserve`), for outputs they produce before
+/// the worker thread raises a barrier again.
+final class OutputLedger: @unchecked Sendable {
     /// The output topics, in the order of their tag bit.
     let topics: [String]
-    private(set) var produced: UInt64 = 0
+    /// The newest sequence number handed out.
+    private let sequence = Atomic<UInt64>(0)
     private(set) var acknowledged: UInt64 = 0
     /// Per topic, per partition: an offset at or past which lie only outputs not yet
     /// acknowledged or produced later.
-    private var ends: [[Int32: Int64]]
+    private var ends: [PartitionEnds]
     private var barriers: [Barrier] = []
 
     private static let topicBit: UInt64 = 1 << 63
@@ -31,10 +35,10 @@ final class OutputLedger {
         /// Every output with a sequence number at or below this one must be acknowledged.
         let lastSequence: UInt64
         var unacknowledged: Int
-        var ends: [[Int32: Int64]]
+        var ends: [PartitionEnds]
         let checkpoints: [PendingCheckpoint]
 
-        init(lastSequence: UInt64, unacknowledged: Int, ends: [[Int32: Int64]], checkpoints: [PendingCheckpoint]) {
+        init(lastSequence: UInt64, unacknowledged: Int, ends: [PartitionEnds], checkpoints: [PendingCheckpoint]) {
             self.lastSequence = lastSequence
             self.unacknowledged = unacknowledged
             self.ends = ends
@@ -45,14 +49,25 @@ final class OutputLedger {
     init(topics: [String]) {
         precondition(topics.count == 2, "one tag bit tells the two output topics apart")
         self.topics = topics
-        ends = topics.map { _ in [:] }
+        ends = topics.map { _ in PartitionEnds() }
+    }
+
+    /// The newest sequence number handed out; every output numbered at or below it is
+    /// produced whenever the worker thread is between batches.
+    var produced: UInt64 { sequence.load(ordering: .acquiring) }
+
+    /// Hands out `count` consecutive sequence numbers; returns the first.
+    func reserve(_ count: Int) -> UInt64 {
+        sequence.wrappingAdd(UInt64(count), ordering: .acquiringAndReleasing).oldValue + 1
     }
 
     /// The tag for the next output, to `topicIndex` (0: overage, 1: dead letters).
+    func nextTag(topicIndex: Int) -> UInt64 { Self.tag(reserve(1), topicIndex: topicIndex) }
+
+    /// The tag of the output numbered `sequence`, to `topicIndex` (0: overage, 1: dead letters).
     @inline(__always)
-    func nextTag(topicIndex: Int) -> UInt64 {
-        produced += 1
-        return topicIndex == 0 ? produced : produced | Self.topicBit
+    static func tag(_ sequence: UInt64, topicIndex: Int) -> UInt64 {
+        topicIndex == 0 ? sequence : sequence | topicBit
     }
 
     /// Counts an acknowledged output. Failed deliveries are not counted: the producer keeps
@@ -63,10 +78,10 @@ final class OutputLedger {
         let topic = report.tag & Self.topicBit == 0 ? 0 : 1
         let sequence = report.tag & ~Self.topicBit
         let end = report.offset + 1
-        if end > ends[topic][report.partition] ?? 0 { ends[topic][report.partition] = end }
+        ends[topic].raise(report.partition, to: end)
         for barrier in barriers where sequence <= barrier.lastSequence {
             barrier.unacknowledged -= 1
-            if end > barrier.ends[topic][report.partition] ?? 0 { barrier.ends[topic][report.partition] = end }
+            barrier.ends[topic].raise(report.partition, to: end)
         }
     }
 
@@ -74,7 +89,7 @@ final class OutputLedger {
     /// lands at or past them.
     func raise(to highWatermarks: [String: [Int32: Int64]]) {
         for (t, topic) in topics.enumerated() {
-            for (q, high) in highWatermarks[topic] ?? [:] { ends[t][q] = max(ends[t][q] ?? 0, high) }
+            for (q, high) in highWatermarks[topic] ?? [:] { ends[t].raise(q, to: high) }
         }
     }
 
@@ -94,10 +109,35 @@ final class OutputLedger {
         var done: [(checkpoints: [PendingCheckpoint], endOffsets: [String: [Int32: Int64]])] = []
         barriers.removeAll { barrier in
             guard barrier.unacknowledged == 0 else { return false }
-            done.append((barrier.checkpoints, Dictionary(uniqueKeysWithValues: zip(topics, barrier.ends))))
+            done.append((barrier.checkpoints, Dictionary(uniqueKeysWithValues: zip(topics, barrier.ends.map(\.dictionary)))))
             return true
         }
         return done
+    }
+}
+
+/// Per output partition, the end of what is known written: an array by partition, as every
+/// acknowledged output updates it (a dictionary took a hash and a uniqueness check each).
+struct PartitionEnds {
+    /// -1 for a partition without an end yet.
+    private var ends: [Int64] = []
+
+    subscript(partition: Int32) -> Int64? {
+        Int(partition) < ends.count && ends[Int(partition)] >= 0 ? ends[Int(partition)] : nil
+    }
+
+    /// Makes the end of `partition` at least `end`.
+    mutating func raise(_ partition: Int32, to end: Int64) {
+        let p = Int(partition)
+        guard p >= 0 else { return }
+        if p >= ends.count { ends.append(contentsOf: repeatElement(-1, count: p + 1 - ends.count)) }
+        if end > ends[p] { ends[p] = end }
+    }
+
+    var dictionary: [Int32: Int64] {
+        var out: [Int32: Int64] = [:]
+        for (p, end) in ends.enumerated() where end >= 0 { out[Int32(p)] = end }
+        return out
     }
 }
 

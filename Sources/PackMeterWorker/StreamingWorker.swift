@@ -400,13 +400,18 @@ public final class StreamingWorker: @unchecked Sendable {
             status.firstRecordAt = monotonicSeconds()
             status.cpuSecondsAtFirstRecord = processCPUSeconds()
         }
+        // Only the messages' partitions are read here: each shard takes its runs of the
+        // batch (a fetched message set at a time) and does the rest on a billing thread.
         var touched: [Shard] = []
-        // Messages come in runs of one partition (a fetched batch at a time).
-        var lastPartition: Int32 = -1
-        var lastShard: Shard?
+        var run: (shard: Shard, start: Int)?
         for i in 0..<count {
-            let message = batch[i]
-            if let error = message.error {
+            let partition = batch.partition(at: i)
+            let failed = batch.isError(at: i)
+            if let open = run, open.shard.partition == partition, !failed { continue }
+            if let open = run { open.shard.runs.append(open.start..<i) }
+            run = nil
+            if failed {
+                let error = batch[i].error!
                 if error.code == KafkaError.partitionEOF { continue }
                 if error.code == KafkaError.unknownTopicOrPartition || error.code == KafkaError.unknownTopic {
                     throw WorkerError("input topic '\(options.inputTopic)' went away: \(error)")
@@ -414,60 +419,38 @@ public final class StreamingWorker: @unchecked Sendable {
                 logger.error("consume error: \(error)")
                 continue
             }
-            if message.partition != lastPartition {
-                lastPartition = message.partition
-                lastShard = shards[message.partition]
-            }
-            guard let shard = lastShard, !shard.done else { continue }
-            if let stop = shard.stopOffset, message.offset >= stop {
-                shard.done = true
-                continue
-            }
-            // Already billed: a fetch for the position before a seek.
-            if message.offset < shard.nextOffset { continue }
-            if message.offset > shard.nextOffset && shard.pending.isEmpty && shard.sawRecord {
-                let gap = message.offset - shard.nextOffset
-                status.recordsLostToRetention += UInt64(gap)
-                logger.error("\(options.inputTopic)[\(message.partition)]: records \(shard.nextOffset)..<\(message.offset) are gone from the broker (retention) and were never billed")
-            } else if !shard.sawRecord && message.offset > shard.nextOffset && shard.checkpointedOffset >= 0 {
-                let gap = message.offset - shard.nextOffset
-                status.recordsLostToRetention += UInt64(gap)
-                logger.error("\(options.inputTopic)[\(message.partition)]: resuming at \(shard.nextOffset) but the partition now starts at \(message.offset); \(gap) records were never billed")
-            }
-            shard.sawRecord = true
-            if shard.pending.isEmpty { touched.append(shard) }
-            shard.pending.append(InputRecord(value: message.value, key: message.key, offset: message.offset,
-                                             timestampMs: message.timestampMs ?? InputRecord.noTimestamp))
-            shard.nextOffset = message.offset + 1
+            guard let shard = shards[partition], !shard.done else { continue }
+            if shard.runs.isEmpty { touched.append(shard) }
+            run = (shard, i)
         }
+        if let open = run { open.shard.runs.append(open.start..<count) }
         // Partitions share nothing while they are billed, so the batch's partitions are
-        // billed on every core; then their outputs are produced in order, on this thread.
+        // taken, billed and produced on every core, each by one thread.
+        let sink = OutputSink(producer: producer!, overage: overageTopic!, deadLetters: dlqTopic!, ledger: ledger,
+                              topic: options.inputTopic, logger: logger)
         if touched.count > 1 {
-            let work = BillingWork(touched)
-            DispatchQueue.concurrentPerform(iterations: touched.count) { work.shards[$0].billPending() }
+            // Largest first, so that no thread is left with a big one at the end.
+            touched.sort { $0.runsLength > $1.runsLength }
+            let work = BillingWork(touched, batch: batch, sink: sink)
+            DispatchQueue.concurrentPerform(iterations: touched.count) { work.shards[$0].take(work.batch, producingTo: work.sink) }
         } else {
-            touched.first?.billPending()
+            touched.first?.take(batch, producingTo: sink)
         }
         for shard in touched {
-            try emit(shard)
+            if let failure = shard.failure {
+                shard.failure = nil
+                throw failure
+            }
+            // What a full producer queue left over: here the queue's deliveries can be served.
+            try shard.produceRest(to: sink)
+            status.outputsSuppressed += shard.suppressed
+            status.recordsLostToRetention += shard.lostToRetention
+            shard.suppressed = 0
+            shard.lostToRetention = 0
             if let stop = shard.stopOffset, shard.nextOffset >= stop { shard.done = true }
         }
         status.lastBatchAt = monotonicSeconds()
         status.cpuSecondsAtLastBatch = processCPUSeconds()
-    }
-
-    /// Produces a shard's outputs, except those already in the output topics.
-    private func emit(_ shard: Shard) throws {
-        let output = shard.output
-        for entry in output.entries {
-            if shard.isWritten(entry.sourceOffset) {
-                status.outputsSuppressed += 1
-                continue
-            }
-            let overage = entry.kind == .overage
-            try producer!.produce(overage ? overageTopic! : dlqTopic!, key: output.key(of: entry), value: output.value(of: entry),
-                                  tag: ledger.nextTag(topicIndex: overage ? 0 : 1))
-        }
     }
 
     /// A worker working through a backlog bills slower than librdkafka fetches, so the
@@ -716,12 +699,32 @@ struct EngineCopy: @unchecked Sendable {
     let engine: PartitionEngine
 }
 
-/// The shards of one batch, each billed by exactly one of `concurrentPerform`'s threads
+/// The shards of one batch, each taken by exactly one of `concurrentPerform`'s threads
 /// while the worker thread waits for them all: a shard is only ever touched by one thread
-/// at a time, and `concurrentPerform` orders those touches. Hence `@unchecked Sendable`.
+/// at a time, and `concurrentPerform` orders those touches. A billing thread returns only
+/// its shard's messages to librdkafka, produces with `KafkaProducer.offer` (which never
+/// serves delivery reports) and takes sequence numbers from the ledger atomically. Hence
+/// `@unchecked Sendable`.
 struct BillingWork: @unchecked Sendable {
     let shards: [Shard]
-    init(_ shards: [Shard]) { self.shards = shards }
+    let batch: MessageBatch
+    let sink: OutputSink
+    init(_ shards: [Shard], batch: MessageBatch, sink: OutputSink) {
+        self.shards = shards
+        self.batch = batch
+        self.sink = sink
+    }
+}
+
+/// Where the shards' outputs go.
+struct OutputSink {
+    let producer: KafkaProducer
+    let overage: ProducerTopic
+    let deadLetters: ProducerTopic
+    let ledger: OutputLedger
+    /// The input topic, for log lines.
+    let topic: String
+    let logger: Logger
 }
 
 /// One input partition's engine and position, owned by the worker thread (and lent to a
@@ -744,8 +747,87 @@ final class Shard {
     /// Input offsets whose output is already in the output topics, ascending.
     var written: [Int64] = []
     private var writtenCursor = 0
+    /// This batch's messages of this partition, as index ranges of the batch.
+    var runs: [Range<Int>] = []
+    var runsLength: Int { runs.reduce(0) { $0 + $1.count } }
     var pending: [InputRecord] = []
     let output = OutputBatch()
+    /// Which outputs of `output` to produce (all of them, or those listed when some were
+    /// already written), how many of them are produced, and the sequence number of the first.
+    private var producingAll = true
+    private var toProduce: [Int32] = []
+    private var producedCount = 0
+    private var firstSequence: UInt64 = 0
+    /// Counted while the shard is lent to a billing thread; the worker thread adds them to
+    /// its status.
+    var suppressed: UInt64 = 0
+    var lostToRetention: UInt64 = 0
+    /// A failure on the billing thread, for the worker thread to throw.
+    var failure: KafkaError?
+
+    init(partition: Int32, processor: PartitionProcessor, nextOffset: Int64) {
+        self.partition = partition
+        self.processor = processor
+        self.nextOffset = nextOffset
+        pending.reserveCapacity(8192)
+    }
+
+    /// Takes this partition's runs of `batch`, bills them, produces their outputs (as far
+    /// as the producer's queue has room) and returns the messages to librdkafka.
+    func take(_ batch: MessageBatch, producingTo sink: OutputSink) {
+        gather(batch, sink)
+        billPending()
+        numberOutputs(sink.ledger)
+        do {
+            try produce(to: sink, waiting: false)
+        } catch {
+            failure = error
+        }
+        for run in runs { batch.release(run) }
+        runs.removeAll(keepingCapacity: true)
+    }
+
+    /// Produces the outputs `take` left for lack of room, serving delivery reports while the
+    /// queue is full: on the worker thread only.
+    func produceRest(to sink: OutputSink) throws(KafkaError) {
+        try produce(to: sink, waiting: true)
+    }
+
+    /// Turns this partition's runs of `batch` into `pending` records. Works on locals: the
+    /// shard's stored properties would each be checked for exclusive access per message.
+    private func gather(_ batch: MessageBatch, _ sink: OutputSink) {
+        var records = pending
+        pending = []
+        var next = nextOffset
+        var seen = sawRecord
+        defer {
+            pending = records
+            nextOffset = next
+            sawRecord = seen
+        }
+        for run in runs {
+            for i in run {
+                let message = batch[i]
+                if let stop = stopOffset, message.offset >= stop {
+                    done = true
+                    return
+                }
+                // Already billed: a fetch for the position before a seek.
+                if message.offset < next { continue }
+                if message.offset > next && (seen && records.isEmpty || !seen && checkpointedOffset >= 0) {
+                    let gap = message.offset - next
+                    lostToRetention += UInt64(gap)
+                    sink.logger.error(seen
+                        ? "\(sink.topic)[\(partition)]: records \(next)..<\(message.offset) are gone from the broker (retention) and were never billed"
+                        : "\(sink.topic)[\(partition)]: resuming at \(next) but the partition now starts at \(message.offset); \(gap) records were never billed")
+                }
+                seen = true
+                records.append(InputRecord(value: message.value, key: message.key, offset: message.offset,
+                                           timestampMs: message.timestampMs ?? InputRecord.noTimestamp))
+                next = message.offset + 1
+            }
+        }
+    }
 
     /// Bills the records gathered for this partition into `output`.
     func billPending() {
@@ -754,11 +836,34 @@ final class Shard {
         pending.removeAll(keepingCapacity: true)
     }
 
-    init(partition: Int32, processor: PartitionProcessor, nextOffset: Int64) {
-        self.partition = partition
-        self.processor = processor
-        self.nextOffset = nextOffset
-        pending.reserveCapacity(8192)
+    /// Leaves out the outputs already in the output topics and numbers the rest.
+    private func numberOutputs(_ ledger: OutputLedger) {
+        producedCount = 0
+        producingAll = written.isEmpty
+        toProduce.removeAll(keepingCapacity: true)
+        if !producingAll {
+            for (n, entry) in output.entries.enumerated() {
+                if isWritten(entry.sourceOffset) { suppressed += 1 } else { toProduce.append(Int32(n)) }
+            }
+        }
+        let count = producingAll ? output.count : toProduce.count
+        firstSequence = count == 0 ? 0 : ledger.reserve(count)
+    }
+
+    private func produce(to sink: OutputSink, waiting: Bool) throws(KafkaError) {
+        let count = producingAll ? output.count : toProduce.count
+        while producedCount < count {
+            let entry = output.entries[producingAll ? producedCount : Int(toProduce[producedCount])]
+            let overage = entry.kind == .overage
+            let topic = overage ? sink.overage : sink.deadLetters
+            let tag = OutputLedger.tag(firstSequence + UInt64(producedCount), topicIndex: overage ? 0 : 1)
+            if waiting {
+                try sink.producer.produce(topic, key: output.key(of: entry), value: output.value(of: entry), tag: tag)
+            } else if try !sink.producer.offer(topic, key: output.key(of: entry), value: output.value(of: entry), tag: tag) {
+                return
+            }
+            producedCount += 1
+        }
     }
 
     /// The already-written offsets at or after `offset`, for a checkpoint at `offset`.

@@ -30,8 +30,9 @@ public struct WorkerOptions: Sendable {
     /// How long to wait for the brokers and topics at start before giving up.
     public var startupTimeoutMs: Int64 = 60_000
     public var mode: Mode = .live
-    /// Records polled at once.
-    public var pollBatchMax = 8192
+    /// Records polled at once. A batch spans several partitions' fetched message sets, so
+    /// that its partitions keep every core busy while they are billed.
+    public var pollBatchMax = 32768
     /// Replay: draw a progress line (records/s, ETA) on standard error.
     public var progress = true
     /// Extra librdkafka properties for the consumer and producer (`--kafka-config`).

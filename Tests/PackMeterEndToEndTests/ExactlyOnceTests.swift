@@ -110,7 +110,9 @@ struct ExactlyOnceTests {
         defer { broker.stop() }
         try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 40_000, seed: 41)
         let expected = try Expected(input: try readTopic(brokers: broker.bootstrap, topic: "ocr.usage"), topic: "ocr.usage")
-        let dying = try life("dies-writing", broker: broker, dir: dir, environment: ["PACKMETER_FAULT_CRASH_CHECKPOINT_WRITE": "12"])
+        // Small batches (see `slowFetching`), so that the log takes more than 12 checkpoints.
+        let dying = try life("dies-writing", broker: broker, dir: dir, environment: ["PACKMETER_FAULT_CRASH_CHECKPOINT_WRITE": "12"],
+                             extra: slowFetching)
         #expect(dying.wait(timeout: 300) == 137, "\(dying.log.suffix(2000))")
         // The torn write is only a temporary file; the real names hold whole checkpoints.
         let temporaries = try FileManager.default.subpathsOfDirectory(atPath: "\(dir)/ckpt").filter { $0.hasSuffix(".tmp") }

@@ -1,4 +1,6 @@
+import Dispatch
 import PackMeterCore
+import Synchronization
 @testable import PackMeterKafka
 import Testing
 @testable import PackMeterWorker
@@ -64,6 +66,28 @@ struct OutputLedgerTests {
         let done = ledger.takeCompleted()
         #expect(done.first?.checkpoints.count == 2)
         #expect(done.first?.endOffsets == ["ocr.overage": [0: 0], "ocr.usage.dlq": [0: 7]])
+    }
+
+    @Test func sequenceNumbers_reservedFromManyThreads_areEachHandedOutOnce_andABarrierWaitsForAll() {
+        let ledger = OutputLedger(topics: topics)
+        let threads = 8
+        let firsts = Mutex<[UInt64]>([])
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in
+            var mine: [UInt64] = []
+            for _ in 0..<100 { mine.append(ledger.reserve(10)) }
+            firsts.withLock { $0 += mine }
+        }
+        // 800 ranges of 10: they tile 1...8000 exactly.
+        let sorted = firsts.withLock { $0 }.sorted()
+        #expect(sorted == Array(stride(from: UInt64(1), through: 7991, by: 10)))
+        #expect(ledger.produced == 8000)
+        ledger.raiseBarrier(for: [pending(0)])
+        for sequence in UInt64(1)...7999 { ack(ledger, OutputLedger.tag(sequence, topicIndex: Int(sequence % 2)), partition: 0, offset: Int64(sequence)) }
+        #expect(ledger.takeCompleted().isEmpty, "output 8000 is not acknowledged")
+        ack(ledger, OutputLedger.tag(8000, topicIndex: 0), partition: 3, offset: 41)
+        let done = ledger.takeCompleted()
+        // Even sequences went to overage (the last at offset 7998), odd ones to dead letters.
+        #expect(done.first?.endOffsets == ["ocr.overage": [0: 7999, 3: 42], "ocr.usage.dlq": [0: 8000]])
     }
 
     @Test func aFailedDelivery_neverCompletesTheBarrier() {

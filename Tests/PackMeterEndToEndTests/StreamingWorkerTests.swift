@@ -56,7 +56,10 @@ struct StreamingWorkerTests {
         try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 40_000, seed: 2)
         let expected = try Expected(input: try readTopic(brokers: broker.bootstrap, topic: "ocr.usage"), topic: "ocr.usage")
 
-        let first = try ChildProcess("run-1", arguments: workerArguments(brokers: broker.bootstrap, checkpoints: "\(dir)/ckpt"), logDirectory: dir)
+        // A short consumer queue keeps the worker's batches small, so that it is stopped
+        // with part of the log billed however fast it bills.
+        let first = try ChildProcess("run-1", arguments: workerArguments(brokers: broker.bootstrap, checkpoints: "\(dir)/ckpt", extra: slowFetching),
+                                     logDirectory: dir)
         try first.start()
         // Stop it once it has billed part of the log.
         #expect(try waitForProgress(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage") { first.process.isRunning })

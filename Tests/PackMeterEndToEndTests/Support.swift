@@ -280,6 +280,11 @@ func expectSameBalances(checkpointDirectory directory: String, topic: String, ex
 
 let e2eTopics = ["ocr.usage:8", "ocr.overage:8", "ocr.usage.dlq:8"]
 
+/// Worker flags for a test that must catch the worker part way through its log: librdkafka
+/// stops fetching a partition once 1,000 records are queued, so the worker bills in small
+/// batches and checkpoints between them (see `KafkaConsumer.fetchersMayBeParked`).
+let slowFetching = ["--kafka-config", "queued.min.messages=1000"]
+
 /// Arguments of a worker on the test broker, with quick checkpoints and group timeouts.
 func workerArguments(_ command: String = "run", brokers: String, checkpoints: String, group: String = "packmeter",
                      extra: [String] = []) -> [String] {
