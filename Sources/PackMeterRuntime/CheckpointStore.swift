@@ -71,15 +71,15 @@ public struct CheckpointHeader: Sendable, Equatable {
         let w = ByteWriter(capacity: 1024)
         w.append(raw: "{\"format\":1,\"topic\":")
         w.append(jsonString: topic)
-        w.append(raw: ",\"partition\":\(partition),\"next_offset\":\(nextOffset),\"catalog\":\"\(catalogFingerprint)\",\"catalog_name\":")
+        w.append(utf8: ",\"partition\":\(partition),\"next_offset\":\(nextOffset),\"catalog\":\"\(catalogFingerprint)\",\"catalog_name\":")
         w.append(jsonString: catalogName)
         w.append(raw: ",\"time_zone\":")
         w.append(jsonString: timeZone)
-        w.append(raw: ",\"allowed_lateness_ms\":\(allowedLatenessMs),\"dedupe_capacity\":\(dedupeCapacity),\"created_ms\":\(createdMs)")
+        w.append(utf8: ",\"allowed_lateness_ms\":\(allowedLatenessMs),\"dedupe_capacity\":\(dedupeCapacity),\"created_ms\":\(createdMs)")
         let c = counters
-        w.append(raw: ",\"counters\":{\"records_read\":\(c.recordsRead),\"applied\":\(c.applied),\"duplicates\":\(c.duplicates),\"non_billable\":\(c.nonBillable),\"calls_free\":\(c.callsFree),\"calls_prepaid\":\(c.callsPrepaid),\"calls_overage\":\(c.callsOverage),\"overage_records\":\(c.overageRecords),\"rejected\":{")
+        w.append(utf8: ",\"counters\":{\"records_read\":\(c.recordsRead),\"applied\":\(c.applied),\"duplicates\":\(c.duplicates),\"non_billable\":\(c.nonBillable),\"calls_free\":\(c.callsFree),\"calls_prepaid\":\(c.callsPrepaid),\"calls_overage\":\(c.callsOverage),\"overage_records\":\(c.overageRecords),\"rejected\":{")
         for (i, reason) in RejectReason.allCases.enumerated() {
-            w.append(raw: "\(i > 0 ? "," : "")\"\(reason.rawValue)\":\(c[reason])")
+            w.append(utf8: "\(i > 0 ? "," : "")\"\(reason.rawValue)\":\(c[reason])")
         }
         w.append(raw: "}},\"outputs\":{")
         for (i, topic) in outputEndOffsets.keys.sorted().enumerated() {
@@ -87,12 +87,12 @@ public struct CheckpointHeader: Sendable, Equatable {
             w.append(jsonString: topic)
             w.append(raw: ":{")
             for (k, (partition, offset)) in outputEndOffsets[topic]!.sorted(by: { $0.key < $1.key }).enumerated() {
-                w.append(raw: "\(k > 0 ? "," : "")\"\(partition)\":\(offset)")
+                w.append(utf8: "\(k > 0 ? "," : "")\"\(partition)\":\(offset)")
             }
             w.append(UInt8(ascii: "}"))
         }
         w.append(raw: "},\"written\":[")
-        for (i, offset) in alreadyWritten.enumerated() { w.append(raw: i > 0 ? ",\(offset)" : "\(offset)") }
+        for (i, offset) in alreadyWritten.enumerated() { w.append(utf8: i > 0 ? ",\(offset)" : "\(offset)") }
         w.append(raw: "]}")
         return w.string
     }

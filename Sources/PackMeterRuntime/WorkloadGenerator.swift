@@ -125,7 +125,7 @@ public struct WorkloadGenerator {
             if recent.count > 256 { recent.removeFirst(64) }
         }
         let keyStart = out.count
-        out.append(raw: account)
+        out.append(utf8: account)
         let valueStart = out.count
         out.append(line)
         return (keyStart..<valueStart, valueStart..<out.count)

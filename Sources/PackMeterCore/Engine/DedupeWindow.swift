@@ -62,10 +62,16 @@ final class DedupeWindow {
         let shift: UInt64
         private(set) var count = 0
 
-        init(buckets: Int) {
+        /// - Parameter capacity: the most ids the generation holds, to reserve the pool for
+        ///   (nil: grow as needed, for a checkpoint's copy). Reserved memory is only
+        ///   resident once written, and a pool that never grows is never copied: growing
+        ///   one by doubling copied it into fresh memory each time, page faults included.
+        init(buckets: Int, capacity: Int?) {
             precondition(buckets.nonzeroBitCount == 1 && buckets >= 2)
-            pool = FlatBuffer(capacity: 64 * Self.chunkSlots)
-            next = FlatBuffer(capacity: 64)
+            // Every chunk but a bucket's last is full.
+            let chunks = capacity.map { ($0 + Self.chunkSlots - 1) / Self.chunkSlots + buckets } ?? 64
+            pool = FlatBuffer(capacity: chunks * Self.chunkSlots)
+            next = FlatBuffer(capacity: chunks)
             heads = FlatBuffer(repeating: Self.none, count: buckets)
             ends = FlatBuffer(repeating: 0, count: buckets)
             shift = UInt64(64 - buckets.trailingZeroBitCount)
@@ -160,8 +166,9 @@ final class DedupeWindow {
             }
         }
 
+        /// Bytes in use (of the pool's reservation, the chunks handed out).
         var allocatedBytes: Int {
-            pool.allocatedBytes + next.allocatedBytes + heads.allocatedBytes + ends.allocatedBytes
+            pool.count * MemoryLayout<Slot>.stride + next.allocatedBytes + heads.allocatedBytes + ends.allocatedBytes
         }
     }
 
@@ -176,8 +183,8 @@ final class DedupeWindow {
         /// every month of the billing calendar (1970–2199).
         let monthCounts: FlatBuffer<UInt32>
 
-        init(buckets: Int, filter: PairedBloomFilter, half: Int) {
-            ids = Buckets(buckets: buckets)
+        init(buckets: Int, capacity: Int?, filter: PairedBloomFilter, half: Int) {
+            ids = Buckets(buckets: buckets, capacity: capacity)
             self.filter = filter
             self.half = half
             monthCounts = FlatBuffer(repeating: 0, count: 4096)
@@ -262,8 +269,10 @@ final class DedupeWindow {
         while bits < generationCapacity * 16 { bits *= 2 }
         filter = filterWords.map { PairedBloomFilter(words: $0) } ?? PairedBloomFilter(bitsPerHalf: bits)
         precondition(filter.words.count == bits / 32, "a copied filter has the size of its capacity's")
-        first = Generation(buckets: buckets, filter: filter, half: 0)
-        second = Generation(buckets: buckets, filter: filter, half: 1)
+        // A checkpoint's copy (given its filter) takes only what it copies.
+        let reserve = filterWords == nil ? generationCapacity : nil
+        first = Generation(buckets: buckets, capacity: reserve, filter: filter, half: 0)
+        second = Generation(buckets: buckets, capacity: reserve, filter: filter, half: 1)
     }
 
     var current: Generation { firstIsCurrent ? first : second }

@@ -226,7 +226,9 @@ public final class PartitionProcessor {
         w.append(raw: ",\"month\":\"")
         d.month.write(to: w)
         w.append(raw: "\",\"ts\":\"")
-        engine.calendar.writeTimestamp(event.ts, to: w)
+        // `writeTimestamp`, with the calendar's part done first: called with the calendar in
+        // hand, the compiler retained its four references around the write.
+        Timestamp.write(event.ts, offsetMinutes: engine.calendar.offsetSeconds(at: event.ts) / 60, to: w)
         w.append(raw: "\",\"count\":")
         w.append(decimal: UInt64(d.overage))
         w.append(sourcePrefix)
@@ -243,7 +245,7 @@ public final class PartitionProcessor {
         let k = out.begin(key: record.key)
         let w = out.bytes
         w.append(raw: "{\"v\":1,\"reason\":\"")
-        w.append(raw: rejection.reason.rawValue)
+        w.append(utf8: rejection.reason.rawValue)
         w.append(raw: "\",\"detail\":")
         w.append(jsonString: rejection.detail)
         w.append(sourcePrefix)

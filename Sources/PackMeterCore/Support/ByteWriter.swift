@@ -71,11 +71,14 @@ public final class ByteWriter {
     }
 
     /// Appends a literal ASCII/UTF-8 string as is (no escaping).
+    /// Appends a literal's bytes. (A literal argument picks this over `append(utf8:)`,
+    /// which goes through `String.withUTF8`.)
+    @inline(__always)
     public func append(raw string: StaticString) {
         append(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
     }
 
-    public func append(raw string: String) {
+    public func append(utf8 string: String) {
         var string = string
         string.withUTF8 { append(UnsafeRawBufferPointer($0)) }
     }
