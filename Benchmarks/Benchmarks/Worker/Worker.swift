@@ -36,7 +36,13 @@ final class KafkaWorkload: @unchecked Sendable {
         options.brokenPerMille = 1
         options.duplicatesPerMille = 2
         var generator = WorkloadGenerator(options: options, catalog: catalog, calendar: calendar)
-        let producer = try! KafkaProducer(bootstrapServers: cluster.bootstrapServers, logger: quiet)
+        // Loaded as `packmeter generate` loads a topic (linger.ms 100: message sets of about
+        // 2,500 records). With librdkafka's default 5 ms the sets hold about 115 records, and
+        // the mock broker finds the set a fetch starts at by walking the partition's list of
+        // sets from its oldest (a broker keeps an offset index): that walk, not the worker,
+        // then takes a tenth of a core.
+        let producer = try! KafkaProducer(bootstrapServers: cluster.bootstrapServers,
+                                          configuration: KafkaConfiguration([("linger.ms", "100")]), logger: quiet)
         try! producer.produce(records, from: &generator, to: producer.topic("ocr.usage"))
         try! producer.flush(timeoutMs: 60_000)
         // What the mock kept (it drops the oldest beyond 5 MiB per partition).
