@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import PackMeterCore
 
@@ -135,5 +136,62 @@ struct SplitMix64: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// The output writers' fast paths (eight plain bytes at a time in JSON strings, timestamps
+/// stored straight into the buffer) against independent references.
+@Suite("Output writers against references")
+struct OutputWriterReferenceTests {
+    /// JSON string escaping, one Unicode scalar at a time.
+    static func referenceJSON(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
+            case _ where scalar.value < 0x20: out += "\\u00" + String(format: "%02x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    @Test func jsonStrings_ofEveryLength_withASpecialCharacterAtEveryPosition() {
+        let specials: [String] = ["\"", "\\", "\n", "\u{01}", "\u{1F}", "\u{7F}", " ", "~", "é", "中", "😀"]
+        for length in 0...40 {
+            for position in 0..<max(length, 1) {
+                for special in specials {
+                    var text = String((0..<length).map { Character(UnicodeScalar(UInt8(0x41 + $0 % 26))) })
+                    if length > 0 {
+                        let index = text.index(text.startIndex, offsetBy: position)
+                        text.replaceSubrange(index...index, with: special)
+                    }
+                    let out = ByteWriter()
+                    out.append(jsonString: text)
+                    #expect(out.string == Self.referenceJSON(text), "length \(length), \(special.debugDescription) at \(position)")
+                }
+            }
+        }
+    }
+
+    @Test func timestamps_inEveryOffset_matchFoundationsISO8601() {
+        var rng = SplitMix64(seed: 17)
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let first = ms("1970-01-01T00:00:00Z"), last = ms("2199-12-31T23:59:59.999Z")
+        for _ in 0..<20_000 {
+            let instant = first + Int64(rng.next() % UInt64(last - first))
+            // Whole-minute offsets from -12:00 to +14:00, and often none.
+            let offsetMinutes = rng.next() % 4 == 0 ? 0 : Int(rng.next() % (26 * 60 + 1)) - 12 * 60
+            formatter.timeZone = TimeZone(secondsFromGMT: offsetMinutes * 60)!
+            let expected = formatter.string(from: Date(timeIntervalSince1970: Double(instant) / 1000))
+            #expect(Timestamp.format(instant, offsetMinutes: offsetMinutes) == expected)
+        }
     }
 }
