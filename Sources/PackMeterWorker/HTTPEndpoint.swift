@@ -175,6 +175,7 @@ enum Metrics {
         metric("restore_seconds_total", "counter", "Time spent restoring partitions from checkpoints.", [("", "\(s.restoreSeconds)")])
         metric("readback_seconds_total", "counter", "Time spent reading back already-written outputs on (re)start.", [("", "\(s.recoverySeconds)")])
         metric("readback_records_total", "counter", "Output records scanned on (re)start.", [("", "\(s.recoveryRecordsScanned)")])
+        metric("producer_queue_full_total", "counter", "Batches whose outputs waited for room in the producer's queue.", [("", "\(s.producerQueueFull)")])
         metric("fetch_wakeups_total", "counter", "Times fetchers parked by a full consumer queue were restarted.", [("", "\(s.fetchWakeups)")])
         metric("checkpoints_written_total", "counter", "Checkpoints written.", [("", "\(s.checkpointsWritten)")])
         metric("checkpoint_stall_seconds", "gauge", "How long the last checkpoint paused processing.", [("", "\(s.lastCheckpointStallMs / 1000)")])

@@ -442,7 +442,10 @@ public final class StreamingWorker: @unchecked Sendable {
                 throw failure
             }
             // What a full producer queue left over: here the queue's deliveries can be served.
-            try shard.produceRest(to: sink)
+            if shard.hasOutputsLeft {
+                status.producerQueueFull += 1
+                try shard.produceRest(to: sink)
+            }
             status.outputsSuppressed += shard.suppressed
             status.recordsLostToRetention += shard.lostToRetention
             shard.suppressed = 0
@@ -689,6 +692,7 @@ public final class StreamingWorker: @unchecked Sendable {
             "dead_letters": "\(status.counters.rejectedTotal)",
             "checkpoint_stall_ms": "\(Int(status.lastCheckpointStallMs))",
             "fetch_wakeups": "\(status.fetchWakeups)",
+            "producer_queue_full": "\(status.producerQueueFull)",
         ])
     }
 }
@@ -786,6 +790,8 @@ final class Shard {
         for run in runs { batch.release(run) }
         runs.removeAll(keepingCapacity: true)
     }
+
+    var hasOutputsLeft: Bool { producedCount < (producingAll ? output.count : toProduce.count) }
 
     /// Produces the outputs `take` left for lack of room, serving delivery reports while the
     /// queue is full: on the worker thread only.

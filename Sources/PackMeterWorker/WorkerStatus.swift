@@ -21,6 +21,9 @@ public struct WorkerStatus: Sendable {
     public var recordsLostToRetention: UInt64 = 0
     /// Times parked fetchers were woken (`StreamingWorker.wakeParkedFetchers`).
     public var fetchWakeups = 0
+    /// Batches whose outputs did not all fit in the producer's queue from the billing
+    /// threads, the rest produced by the worker thread as deliveries freed room.
+    public var producerQueueFull = 0
     public var checkpointsWritten = 0
     public var checkpointBytes = 0
     public var lastCheckpointStallMs = 0.0

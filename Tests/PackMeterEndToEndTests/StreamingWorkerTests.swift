@@ -49,6 +49,16 @@ struct StreamingWorkerTests {
         #expect(wakeups > 0, "the queue never filled up:\n\(log.suffix(3000))")
     }
 
+    /// Billing threads produce without serving delivery reports; when the producer's queue
+    /// is full they leave the rest of their outputs to the worker thread, which serves the
+    /// reports as it produces them. With a queue of 64 messages that happens all the time:
+    /// the outputs must still be exactly those of billing each partition alone, in order.
+    @Test func fullProducerQueue_outputsLeftToTheWorkerThread_areProducedOnceInOrder() throws {
+        let log = try billOnce("queuefull", seed: 9, extra: ["--kafka-config", "queue.buffering.max.messages=64"])
+        let full = log.matches(of: /producer_queue_full=(\d+)/).last.flatMap { Int($0.1) } ?? 0
+        #expect(full > 0, "the producer's queue never filled up:\n\(log.suffix(3000))")
+    }
+
     @Test func sigtermHalfway_thenStartAgain_givesTheOutputsOfOneRun() throws {
         let dir = temporaryDirectory("sigterm")
         let broker = try MockBroker(topics: e2eTopics, directory: dir)
