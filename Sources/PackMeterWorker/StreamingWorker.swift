@@ -791,7 +791,9 @@ final class Shard {
         runs.removeAll(keepingCapacity: true)
     }
 
-    var hasOutputsLeft: Bool { producedCount < (producingAll ? output.count : toProduce.count) }
+    var hasOutputsLeft: Bool { producedCount < outputsToProduce }
+
+    private var outputsToProduce: Int { producingAll ? output.count : toProduce.count }
 
     /// Produces the outputs `take` left for lack of room, serving delivery reports while the
     /// queue is full: on the worker thread only.
@@ -852,12 +854,11 @@ final class Shard {
                 if isWritten(entry.sourceOffset) { suppressed += 1 } else { toProduce.append(Int32(n)) }
             }
         }
-        let count = producingAll ? output.count : toProduce.count
-        firstSequence = count == 0 ? 0 : ledger.reserve(count)
+        firstSequence = outputsToProduce == 0 ? 0 : ledger.reserve(outputsToProduce)
     }
 
     private func produce(to sink: OutputSink, waiting: Bool) throws(KafkaError) {
-        let count = producingAll ? output.count : toProduce.count
+        let count = outputsToProduce
         while producedCount < count {
             let entry = output.entries[producingAll ? producedCount : Int(toProduce[producedCount])]
             let overage = entry.kind == .overage
