@@ -122,10 +122,6 @@ struct PartitionEnds {
     /// -1 for a partition without an end yet.
     private var ends: [Int64] = []
 
-    subscript(partition: Int32) -> Int64? {
-        Int(partition) < ends.count && ends[Int(partition)] >= 0 ? ends[Int(partition)] : nil
-    }
-
     /// Makes the end of `partition` at least `end`.
     mutating func raise(_ partition: Int32, to end: Int64) {
         let p = Int(partition)

@@ -70,9 +70,8 @@ public final class ByteWriter {
         bytes.withUnsafeBytes { append($0) }
     }
 
-    /// Appends a literal ASCII/UTF-8 string as is (no escaping).
-    /// Appends a literal's bytes. (A literal argument picks this over `append(utf8:)`,
-    /// which goes through `String.withUTF8`.)
+    /// Appends a literal's bytes as they are (no escaping). A literal argument picks this
+    /// over `append(utf8:)`, which goes through `String.withUTF8`.
     @inline(__always)
     public func append(raw string: StaticString) {
         append(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
@@ -117,14 +116,20 @@ public final class ByteWriter {
     /// Appends `value` as exactly `width` decimal digits, zero padded.
     public func append(padded value: Int, width: Int) {
         ensure(width)
+        Self.writeDigits(value, width: width, to: base + count)
+        count += width
+    }
+
+    /// Stores the last `width` decimal digits of `value` at `p`, zero-padded.
+    @inline(__always)
+    static func writeDigits(_ value: Int, width: Int, to p: UnsafeMutablePointer<UInt8>) {
         var v = value
-        var i = count + width - 1
-        while i >= count {
-            base[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+        var i = width - 1
+        while i >= 0 {
+            p[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
             v /= 10
             i -= 1
         }
-        count += width
     }
 
     /// Appends `bytes` as a JSON string literal with quotes. Bytes that need no escaping are

@@ -93,52 +93,25 @@ public enum Timestamp {
         let second = rest % 60; rest /= 60
         let minute = rest % 60
         let hour = rest / 60
-        if (0...9999).contains(date.year) && abs(offsetMinutes) < 100 * 60 {
-            // `YYYY-MM-DDTHH:MM:SS.mmm+HH:MM`, 29 bytes at most, stored directly.
-            out.appendDirect(maximum: 29) { p in
-                @inline(__always) func two(_ v: Int, _ at: Int) {
-                    p[at] = UInt8(truncatingIfNeeded: v / 10) &+ 48
-                    p[at + 1] = UInt8(truncatingIfNeeded: v % 10) &+ 48
-                }
-                two(date.year / 100, 0); two(date.year % 100, 2)
-                p[4] = UInt8(ascii: "-"); two(date.month, 5)
-                p[7] = UInt8(ascii: "-"); two(date.day, 8)
-                p[10] = UInt8(ascii: "T"); two(hour, 11)
-                p[13] = UInt8(ascii: ":"); two(minute, 14)
-                p[16] = UInt8(ascii: ":"); two(second, 17)
-                p[19] = UInt8(ascii: "."); p[20] = UInt8(truncatingIfNeeded: millis / 100) &+ 48; two(millis % 100, 21)
-                if offsetMinutes == 0 {
-                    p[23] = UInt8(ascii: "Z")
-                    return 24
-                }
-                let magnitude = abs(offsetMinutes)
-                p[23] = UInt8(ascii: offsetMinutes < 0 ? "-" : "+"); two(magnitude / 60, 24)
-                p[26] = UInt8(ascii: ":"); two(magnitude % 60, 27)
-                return 29
+        // Stored straight into the buffer (29 bytes at most) rather than appended piece by
+        // piece, each field its last digits as `append(padded:width:)` writes them.
+        out.appendDirect(maximum: 29) { p in
+            @inline(__always) func put(_ value: Int, _ width: Int, at i: Int) { ByteWriter.writeDigits(value, width: width, to: p + i) }
+            put(date.year, 4, at: 0)
+            p[4] = UInt8(ascii: "-"); put(date.month, 2, at: 5)
+            p[7] = UInt8(ascii: "-"); put(date.day, 2, at: 8)
+            p[10] = UInt8(ascii: "T"); put(hour, 2, at: 11)
+            p[13] = UInt8(ascii: ":"); put(minute, 2, at: 14)
+            p[16] = UInt8(ascii: ":"); put(second, 2, at: 17)
+            p[19] = UInt8(ascii: "."); put(millis, 3, at: 20)
+            if offsetMinutes == 0 {
+                p[23] = UInt8(ascii: "Z")
+                return 24
             }
-            return
-        }
-        out.append(padded: date.year, width: 4)
-        out.append(UInt8(ascii: "-"))
-        out.append(padded: date.month, width: 2)
-        out.append(UInt8(ascii: "-"))
-        out.append(padded: date.day, width: 2)
-        out.append(UInt8(ascii: "T"))
-        out.append(padded: hour, width: 2)
-        out.append(UInt8(ascii: ":"))
-        out.append(padded: minute, width: 2)
-        out.append(UInt8(ascii: ":"))
-        out.append(padded: second, width: 2)
-        out.append(UInt8(ascii: "."))
-        out.append(padded: millis, width: 3)
-        if offsetMinutes == 0 {
-            out.append(UInt8(ascii: "Z"))
-        } else {
-            out.append(UInt8(ascii: offsetMinutes < 0 ? "-" : "+"))
             let magnitude = abs(offsetMinutes)
-            out.append(padded: magnitude / 60, width: 2)
-            out.append(UInt8(ascii: ":"))
-            out.append(padded: magnitude % 60, width: 2)
+            p[23] = UInt8(ascii: offsetMinutes < 0 ? "-" : "+"); put(magnitude / 60, 2, at: 24)
+            p[26] = UInt8(ascii: ":"); put(magnitude % 60, 2, at: 27)
+            return 29
         }
     }
 
