@@ -124,11 +124,12 @@ public final class ByteWriter {
     @inline(__always)
     static func writeDigits(_ value: Int, width: Int, to p: UnsafeMutablePointer<UInt8>) {
         var v = value
-        var i = width - 1
+        var i = width &- 1
         while i >= 0 {
-            p[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
-            v /= 10
-            i -= 1
+            let q = v / 10
+            p[i] = UInt8(truncatingIfNeeded: v &- q &* 10) &+ 48
+            v = q
+            i &-= 1
         }
     }
 
