@@ -165,7 +165,10 @@ public final class EventDecoder {
         guard s.atEnd else { throw s.error(.trailingData) }
     }
 
-    @inline(__always)
+    // `always`: as a call it kept the scanner's position in memory, loaded and stored
+    // around every byte it looked at; inlined, it stays in a register (a sixth fewer
+    // instructions a record).
+    @inline(always)
     private func scanKnownValue(_ s: inout JSONScanner) throws(JSONSyntaxError) -> RawField {
         switch s.current {
         case 0x22:
@@ -196,7 +199,7 @@ public final class EventDecoder {
         }
     }
 
-    @inline(__always)
+    @inline(always)
     private static func field(named p: UnsafePointer<UInt8>, _ n: Int) -> Field? {
         @inline(__always) func equals(_ word: StaticString) -> Bool {
             bytesEqual(UnsafeRawPointer(p), UnsafeRawPointer(word.utf8Start), n)

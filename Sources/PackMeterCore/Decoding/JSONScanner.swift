@@ -102,7 +102,7 @@ struct JSONScanner {
     }
 
     /// Scans the string starting at the opening quote at `i`; leaves `i` after the closing one.
-    @inline(__always)
+    @inline(always)
     mutating func scanString() throws(JSONSyntaxError) -> StringToken {
         assert(base[i] == 0x22)
         i += 1
