@@ -60,6 +60,8 @@ public final class EventDecoder {
         }
     }
 
+    /// Where a field's value is. Offsets fit in 32 bits: records are at most
+    /// `recordBytesMax` bytes and the scratch area about 1 MiB.
     struct RawField {
         enum Kind: UInt8 { case absent, null, string, integer, number, bool, object, array }
         var kind = Kind.absent
@@ -178,10 +180,12 @@ public final class EventDecoder {
                 defer { scratchUsed += n }
                 return RawField(kind: .string, inScratch: true, start: Int32(scratchUsed), length: Int32(n))
             }
-            return RawField(kind: .string, inScratch: false, start: Int32(token.start), length: Int32(token.end - token.start))
+            return RawField(kind: .string, inScratch: false, start: Int32(truncatingIfNeeded: token.start),
+                            length: Int32(truncatingIfNeeded: token.end &- token.start))
         case 0x2D, 0x30...0x39:
             let (start, isInteger) = try s.scanNumber()
-            return RawField(kind: isInteger ? .integer : .number, inScratch: false, start: Int32(start), length: Int32(s.i - start))
+            return RawField(kind: isInteger ? .integer : .number, inScratch: false, start: Int32(truncatingIfNeeded: start),
+                            length: Int32(truncatingIfNeeded: s.i &- start))
         case 0x6E:
             try s.scanLiteral("null")
             return RawField(kind: .null)
