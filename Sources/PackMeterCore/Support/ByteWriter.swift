@@ -154,25 +154,14 @@ public final class ByteWriter {
         count += body(base + count)
     }
 
-    /// Whether none of the eight bytes of `w` needs escaping in a JSON string or is part of
-    /// a multi-byte sequence (each is 0x20...0x7F other than `"` and `\`).
-    @inline(__always)
-    static func isPlainASCII(_ w: UInt64) -> Bool {
-        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-        // A zero byte of x sets its high bit in (x - 1) & ~x; no byte is zero if none is set.
-        @inline(__always) func hasZeroByte(_ x: UInt64) -> Bool { (x &- ones) & ~x & highs != 0 }
-        // With no byte ≥ 0x80, a byte below 0x20 borrows: its high bit is set in w - 0x20…
-        let below20 = (w &- 0x2020_2020_2020_2020) & ~w & highs
-        return w & highs == 0 && below20 == 0 && !hasZeroByte(w ^ 0x2222_2222_2222_2222) && !hasZeroByte(w ^ 0x5C5C_5C5C_5C5C_5C5C)
-    }
-
     func appendJSONStringBody(_ bytes: UnsafeRawBufferPointer) {
         let n = bytes.count
         var i = 0
         var runStart = 0
         while i < n {
-            // Eight plain bytes at a time (ids and account names are all plain).
-            if i + 8 <= n && Self.isPlainASCII(bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) {
+            // Eight plain bytes at a time (ids and account names are all plain). The bytes the
+            // JSON scanner stops at are exactly those that are not plain here.
+            if i + 8 <= n && JSONScanner.specialBytes(bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) == 0 {
                 i += 8
                 continue
             }
