@@ -61,9 +61,6 @@ final class OutputLedger: @unchecked Sendable {
         sequence.wrappingAdd(UInt64(count), ordering: .acquiringAndReleasing).oldValue + 1
     }
 
-    /// The tag for the next output, to `topicIndex` (0: overage, 1: dead letters).
-    func nextTag(topicIndex: Int) -> UInt64 { Self.tag(reserve(1), topicIndex: topicIndex) }
-
     /// The tag of the output numbered `sequence`, to `topicIndex` (0: overage, 1: dead letters).
     @inline(__always)
     static func tag(_ sequence: UInt64, topicIndex: Int) -> UInt64 {

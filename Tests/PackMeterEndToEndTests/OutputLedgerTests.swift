@@ -18,17 +18,22 @@ struct OutputLedgerTests {
                                  counters: ProcessingCounters(), alreadyWritten: [], createdMs: 0)
     }
 
+    /// Numbers one output as a shard does: a sequence number, tagged with its topic.
+    func nextTag(_ ledger: OutputLedger, topicIndex: Int) -> UInt64 {
+        OutputLedger.tag(ledger.reserve(1), topicIndex: topicIndex)
+    }
+
     func ack(_ ledger: OutputLedger, _ tag: UInt64, partition: Int32, offset: Int64, error: Int32 = 0) {
         ledger.delivered(DeliveryReport(tag: tag, partition: partition, offset: offset, errorCode: error))
     }
 
     @Test func aBarrierCompletes_onlyWhenEveryEarlierOutputIsAcknowledged_inAnyOrder() {
         let ledger = OutputLedger(topics: topics)
-        let a = ledger.nextTag(topicIndex: 0)
-        let b = ledger.nextTag(topicIndex: 1)
-        let c = ledger.nextTag(topicIndex: 0)
+        let a = nextTag(ledger, topicIndex: 0)
+        let b = nextTag(ledger, topicIndex: 1)
+        let c = nextTag(ledger, topicIndex: 0)
         ledger.raiseBarrier(for: [pending(3)])
-        let later = ledger.nextTag(topicIndex: 0)
+        let later = nextTag(ledger, topicIndex: 0)
         ack(ledger, later, partition: 0, offset: 40)
         ack(ledger, c, partition: 2, offset: 7)
         ack(ledger, a, partition: 0, offset: 12)
@@ -43,10 +48,10 @@ struct OutputLedgerTests {
     @Test func aBarriersEndOffsets_coverItsOutputs_andNotTheOnesProducedAfterIt() {
         let ledger = OutputLedger(topics: topics)
         ledger.raise(to: ["ocr.overage": [0: 5, 1: 9, 2: 0], "ocr.usage.dlq": [0: 2, 1: 0]])
-        let before = ledger.nextTag(topicIndex: 0)
+        let before = nextTag(ledger, topicIndex: 0)
         ledger.raiseBarrier(for: [pending(0)])
-        let after = ledger.nextTag(topicIndex: 0)
-        let dlqAfter = ledger.nextTag(topicIndex: 1)
+        let after = nextTag(ledger, topicIndex: 0)
+        let dlqAfter = nextTag(ledger, topicIndex: 1)
         ack(ledger, after, partition: 0, offset: 30)
         ack(ledger, dlqAfter, partition: 1, offset: 4)
         ack(ledger, before, partition: 0, offset: 20)
@@ -60,7 +65,7 @@ struct OutputLedgerTests {
     @Test func aBarrierWithNothingInFlight_isCompleteAtOnce_withTheEndsSoFar() {
         let ledger = OutputLedger(topics: topics)
         ledger.raise(to: ["ocr.overage": [0: 0], "ocr.usage.dlq": [0: 0]])
-        let tag = ledger.nextTag(topicIndex: 1)
+        let tag = nextTag(ledger, topicIndex: 1)
         ack(ledger, tag, partition: 0, offset: 6)
         ledger.raiseBarrier(for: [pending(1), pending(2)])
         let done = ledger.takeCompleted()
@@ -92,7 +97,7 @@ struct OutputLedgerTests {
 
     @Test func aFailedDelivery_neverCompletesTheBarrier() {
         let ledger = OutputLedger(topics: topics)
-        let tag = ledger.nextTag(topicIndex: 0)
+        let tag = nextTag(ledger, topicIndex: 0)
         ledger.raiseBarrier(for: [pending(0)])
         ack(ledger, tag, partition: 0, offset: -1, error: -192)
         #expect(ledger.takeCompleted().isEmpty)
