@@ -19,7 +19,23 @@ public final class KafkaProducer: @unchecked Sendable {
     final class Context: HandleContext, @unchecked Sendable {
         var delivered: UInt64 = 0
         var failure: KafkaError?
-        var onDelivery: ((DeliveryReport) -> Void)?
+        var onDeliveries: ((UnsafeBufferPointer<DeliveryReport>) -> Void)?
+        /// The reports librdkafka gave since the last hand-over: the callback only stores
+        /// each one, and the handler takes them in bulk when the poll returns (a Swift
+        /// closure call per message cost a retain, a release and exclusivity checks).
+        let reports = UnsafeMutablePointer<DeliveryReport>.allocate(capacity: Context.reportCapacity)
+        var reportCount = 0
+        static let reportCapacity = 4096
+
+        deinit { reports.deallocate() }
+
+        /// Gives the stored reports to the handler. On the polling thread only.
+        func handOver() {
+            guard reportCount > 0 else { return }
+            let count = reportCount
+            reportCount = 0
+            onDeliveries?(UnsafeBufferPointer(start: reports, count: count))
+        }
     }
 
     let handle: OpaquePointer
@@ -48,18 +64,19 @@ public final class KafkaProducer: @unchecked Sendable {
         LogSink.install(on: conf)
         rd_kafka_conf_set_dr_msg_cb(conf) { _, message, opaque in
             guard let message, let opaque else { return }
-            let context = Unmanaged<Context>.fromOpaque(opaque).takeUnretainedValue()
-            let err = message.pointee.err
-            if err == RD_KAFKA_RESP_ERR_NO_ERROR {
-                context.delivered += 1
-            } else if context.failure == nil {
-                context.failure = KafkaError(code: err.rawValue, message: String(cString: rd_kafka_err2str(err)),
-                                             operation: "deliver to \(String(cString: rd_kafka_topic_name(message.pointee.rkt)))")
-            }
-            if let onDelivery = context.onDelivery {
-                onDelivery(DeliveryReport(tag: UInt64(UInt(bitPattern: message.pointee._private)),
-                                          partition: message.pointee.partition, offset: message.pointee.offset,
-                                          errorCode: err.rawValue))
+            Unmanaged<Context>.fromOpaque(opaque)._withUnsafeGuaranteedRef { context in
+                let err = message.pointee.err
+                if err == RD_KAFKA_RESP_ERR_NO_ERROR {
+                    context.delivered += 1
+                } else if context.failure == nil {
+                    context.failure = KafkaError(code: err.rawValue, message: String(cString: rd_kafka_err2str(err)),
+                                                 operation: "deliver to \(String(cString: rd_kafka_topic_name(message.pointee.rkt)))")
+                }
+                context.reports[context.reportCount] = DeliveryReport(tag: UInt64(UInt(bitPattern: message.pointee._private)),
+                                                                      partition: message.pointee.partition,
+                                                                      offset: message.pointee.offset, errorCode: err.rawValue)
+                context.reportCount += 1
+                if context.reportCount == Context.reportCapacity { context.handOver() }
             }
         }
         var errorText = [CChar](repeating: 0, count: 512)
@@ -73,13 +90,16 @@ public final class KafkaProducer: @unchecked Sendable {
 
     deinit {
         rd_kafka_flush(handle, 5000)
+        context.handOver()
         rd_kafka_destroy(handle)
     }
 
-    /// Called on the thread that polls, for every delivery report.
-    public var onDelivery: ((DeliveryReport) -> Void)? {
-        get { context.onDelivery }
-        set { context.onDelivery = newValue }
+    /// Called on the thread that polls with the delivery reports served, in the order
+    /// librdkafka gave them, before `poll`, `produce` or `flush` returns (a few thousand at
+    /// a time at most).
+    public var onDeliveries: ((UnsafeBufferPointer<DeliveryReport>) -> Void)? {
+        get { context.onDeliveries }
+        set { context.onDeliveries = newValue }
     }
 
     /// Messages acknowledged so far.
@@ -102,6 +122,7 @@ public final class KafkaProducer: @unchecked Sendable {
                         partition: Int32? = nil, tag: UInt64 = 0) throws(KafkaError) {
         while try !offer(topic, key: key, value: value, partition: partition, tag: tag) {
             rd_kafka_poll(handle, 10)
+            context.handOver()
         }
     }
 
@@ -123,13 +144,16 @@ public final class KafkaProducer: @unchecked Sendable {
     /// Serves delivery reports; returns how many were served.
     @discardableResult
     public func poll(timeoutMs: Int32 = 0) -> Int {
-        Int(rd_kafka_poll(handle, timeoutMs))
+        let served = Int(rd_kafka_poll(handle, timeoutMs))
+        context.handOver()
+        return served
     }
 
     /// Waits until every queued message is acknowledged. Throws the first delivery
     /// failure, or a timeout if messages are still in flight after `timeoutMs`.
     public func flush(timeoutMs: Int32) throws(KafkaError) {
         let err = rd_kafka_flush(handle, timeoutMs)
+        context.handOver()
         if let failure = context.failure { throw failure }
         if err != RD_KAFKA_RESP_ERR_NO_ERROR {
             throw KafkaError(code: err.rawValue, message: "\(inFlight) messages still unacknowledged after \(timeoutMs) ms",

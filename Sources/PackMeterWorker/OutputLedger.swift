@@ -67,19 +67,28 @@ final class OutputLedger: @unchecked Sendable {
         topicIndex == 0 ? sequence : sequence | topicBit
     }
 
-    /// Counts an acknowledged output. Failed deliveries are not counted: the producer keeps
+    /// Counts acknowledged outputs. Failed deliveries are not counted: the producer keeps
     /// the first failure and the worker stops on it.
-    func delivered(_ report: DeliveryReport) {
-        guard report.errorCode == 0 else { return }
-        acknowledged += 1
-        let topic = report.tag & Self.topicBit == 0 ? 0 : 1
-        let sequence = report.tag & ~Self.topicBit
-        let end = report.offset + 1
-        ends[topic].raise(report.partition, to: end)
-        for barrier in barriers where sequence <= barrier.lastSequence {
-            barrier.unacknowledged -= 1
-            barrier.ends[topic].raise(report.partition, to: end)
+    func delivered(_ reports: UnsafeBufferPointer<DeliveryReport>) {
+        // The ends are updated in a local: as a stored property each update was checked
+        // for exclusive access and for a shared array.
+        var ends = self.ends
+        self.ends = []
+        defer { self.ends = ends }
+        var acknowledgedNow: UInt64 = 0
+        for report in reports where report.errorCode == 0 {
+            acknowledgedNow += 1
+            let topic = report.tag & Self.topicBit == 0 ? 0 : 1
+            let end = report.offset + 1
+            ends[topic].raise(report.partition, to: end)
+            guard !barriers.isEmpty else { continue }
+            let sequence = report.tag & ~Self.topicBit
+            for barrier in barriers where sequence <= barrier.lastSequence {
+                barrier.unacknowledged -= 1
+                barrier.ends[topic].raise(report.partition, to: end)
+            }
         }
+        acknowledged += acknowledgedNow
     }
 
     /// Output partitions' ends as read back after a flush: everything produced from now on

@@ -121,7 +121,7 @@ public final class StreamingWorker: @unchecked Sendable {
         let producer = try KafkaProducer(bootstrapServers: options.brokers, configuration: producerExtra, logger: logger)
         self.producer = producer
         let ledger = self.ledger
-        producer.onDelivery = { ledger.delivered($0) }
+        producer.onDeliveries = { ledger.delivered($0) }
         overageTopic = try producer.topic(options.outputTopic)
         dlqTopic = try producer.topic(options.dlqTopic)
 

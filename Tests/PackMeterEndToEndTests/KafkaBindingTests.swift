@@ -28,6 +28,34 @@ struct KafkaBindingTests {
         #expect(producer.delivered == 5)
     }
 
+    @Test func deliveryReports_reachTheHandlerOnceEach_withTheirTagsAndOffsets_beyondOneHandOversWorth() throws {
+        let cluster = try MockCluster(brokers: 1, logger: testLogger)
+        try cluster.createTopic("t", partitions: 2)
+        let producer = try KafkaProducer(bootstrapServers: cluster.bootstrapServers, logger: testLogger)
+        let topic = try producer.topic("t")
+        var reports: [DeliveryReport] = []
+        var largestHandOver = 0
+        producer.onDeliveries = {
+            reports.append(contentsOf: $0)
+            largestHandOver = max(largestHandOver, $0.count)
+        }
+        // Nothing polled until the flush, which serves all 10,000 reports: more than the
+        // producer stores between hand-overs (4,096), so some reach the handler from inside
+        // the flush and the rest when it returns.
+        let count = 10_000
+        for tag in 1...count {
+            try Array("m".utf8).withUnsafeBytes { try producer.produce(topic, key: nil, value: $0, partition: Int32(tag % 2), tag: UInt64(tag)) }
+        }
+        try producer.flush(timeoutMs: 30_000)
+        #expect(largestHandOver <= 4096)
+        #expect(producer.delivered == UInt64(count))
+        #expect(reports.map(\.tag).sorted() == (1...count).map(UInt64.init))
+        #expect(reports.allSatisfy { $0.errorCode == 0 && Int64($0.tag % 2) == Int64($0.partition) })
+        for p in Int32(0)...1 {
+            #expect(reports.filter { $0.partition == p }.map(\.offset) == (0..<Int64(count / 2)).map { $0 }, "partition \(p): each offset once, in order")
+        }
+    }
+
     @Test func aBatch_returnedRangeByRangeFromSeveralThreads_thenWhole_returnsEachMessageOnce() throws {
         let cluster = try MockCluster(brokers: 1, logger: testLogger)
         try cluster.createTopic("t", partitions: 1)

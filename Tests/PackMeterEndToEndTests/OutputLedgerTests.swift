@@ -24,7 +24,8 @@ struct OutputLedgerTests {
     }
 
     func ack(_ ledger: OutputLedger, _ tag: UInt64, partition: Int32, offset: Int64, error: Int32 = 0) {
-        ledger.delivered(DeliveryReport(tag: tag, partition: partition, offset: offset, errorCode: error))
+        let report = DeliveryReport(tag: tag, partition: partition, offset: offset, errorCode: error)
+        withUnsafePointer(to: report) { ledger.delivered(UnsafeBufferPointer(start: $0, count: 1)) }
     }
 
     @Test func aBarrierCompletes_onlyWhenEveryEarlierOutputIsAcknowledged_inAnyOrder() {
@@ -93,6 +94,26 @@ struct OutputLedgerTests {
         let done = ledger.takeCompleted()
         // Even sequences went to overage (the last at offset 7998), odd ones to dead letters.
         #expect(done.first?.endOffsets == ["ocr.overage": [0: 7999, 3: 42], "ocr.usage.dlq": [0: 8000]])
+    }
+
+    @Test func reportsHandedOverTogether_countAsOneByOne_andAFailedOneIsNotCounted() {
+        let ledger = OutputLedger(topics: topics)
+        let tags = (0..<5).map { nextTag(ledger, topicIndex: $0 == 3 ? 1 : 0) }
+        ledger.raiseBarrier(for: [pending(1)])
+        let later = nextTag(ledger, topicIndex: 0)
+        var reports = [DeliveryReport(tag: later, partition: 0, offset: 50, errorCode: 0)]
+        reports += tags.enumerated().map { n, tag in
+            DeliveryReport(tag: tag, partition: Int32(n % 2), offset: Int64(10 + n), errorCode: n == 4 ? -192 : 0)
+        }
+        reports.withUnsafeBufferPointer { ledger.delivered($0) }
+        #expect(ledger.acknowledged == 5, "the failed delivery is not acknowledged")
+        #expect(ledger.takeCompleted().isEmpty, "the failed output keeps the barrier open")
+        ack(ledger, tags[4], partition: 0, offset: 14)
+        let done = ledger.takeCompleted()
+        #expect(done.count == 1)
+        // Overage partition 0: outputs at 10, 12, 14 (50 came after the barrier); 1: at 11.
+        // Dead letters partition 1: the output at 13.
+        #expect(done.first?.endOffsets == ["ocr.overage": [0: 15, 1: 12], "ocr.usage.dlq": [1: 14]])
     }
 
     @Test func aFailedDelivery_neverCompletesTheBarrier() {
