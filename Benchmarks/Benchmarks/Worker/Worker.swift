@@ -7,8 +7,8 @@ import PackMeterRuntime
 import PackMeterWorker
 
 // The streaming worker through librdkafka's mock cluster on loopback, in this process: 8
-// partitions of typical call records (about 10% end as overage), checkpoints on (every
-// second). Each iteration bills the whole topic with a fresh group and checkpoint
+// partitions of typical call records (about 10% end as overage, as the issue asks),
+// checkpoints on (every second). Each iteration bills the whole topic with a fresh group and checkpoint
 // directory; the same binding polling and dropping the same records gives the ceiling.
 // The mock keeps only the newest 5 MiB per partition, so the topic holds 320,000 records.
 //
@@ -35,6 +35,12 @@ final class KafkaWorkload: @unchecked Sendable {
         options.accountEventsPerMille = 1
         options.brokenPerMille = 1
         options.duplicatesPerMille = 2
+        // Account popularity Zipf 0.92: 9.8% of the records end as overage records, the
+        // issue's "about 10%". The generator's default (1.0) gives 15.2%, and each overage
+        // record costs the process about 2.8 µs of CPU in librdkafka (produce, compress,
+        // send, delivery report), more than a whole input record: at 15% the same build
+        // bills about a tenth slower.
+        options.skew = 0.92
         var generator = WorkloadGenerator(options: options, catalog: catalog, calendar: calendar)
         // Loaded as `packmeter generate` loads a topic (linger.ms 100: message sets of about
         // 2,500 records). With librdkafka's default 5 ms the sets hold about 115 records, and
