@@ -40,7 +40,8 @@ final class ChildProcess: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: packmeterBinary)
         process.arguments = arguments
         logPath = "\(logDirectory)/\(name).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        // A file that could not be created makes the FileHandle below throw, naming it.
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
