@@ -192,7 +192,12 @@ public final class FileOutput {
 
 /// Writes a line to standard error at once (progress, summaries, errors).
 public func printError(_ line: String) {
-    var text = line + "\n"
+    writeError(line + "\n")
+}
+
+/// Writes `text` to standard error at once, as it is.
+public func writeError(_ text: String) {
+    var text = text
     text.withUTF8 { utf8 in
         var offset = 0
         while offset < utf8.count {

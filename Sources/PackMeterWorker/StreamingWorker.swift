@@ -56,6 +56,7 @@ public final class StreamingWorker: @unchecked Sendable {
     private var lastStatusRecords: UInt64 = 0
     private var lastStatusTime = 0.0
     private var nextProgressAt = 0.0
+    private var replayProgress = ProgressBar()
     private var replayTotal: Int64 = 0
     private var replayStarted = 0.0
     /// Restored partitions whose checkpoint offsets are to be committed once assigned (a
@@ -170,7 +171,7 @@ public final class StreamingWorker: @unchecked Sendable {
                 if t >= nextStatusAt { logStatus(); nextStatusAt = t + Double(options.statusIntervalMs) / 1000 }
                 if case .replay = options.mode, options.progress, t >= nextProgressAt {
                     drawReplayProgress(final: false)
-                    nextProgressAt = t + 0.5
+                    nextProgressAt = t + ProgressBar.terminalInterval
                 }
                 if case .replay = options.mode, !shards.isEmpty, shards.values.allSatisfy(\.done) { break }
             }
@@ -667,12 +668,10 @@ public final class StreamingWorker: @unchecked Sendable {
         let elapsed = max(monotonicSeconds() - replayStarted, 0.001)
         let rate = Double(done) / elapsed
         let total = max(replayTotal, done)
-        let width = 30
-        let filled = total == 0 ? width : Int(Int64(width) * done / total)
         let eta = rate > 0 ? Double(total - done) / rate : 0
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let line = "\rpackmeter replay: [\(bar)] \(Summary.grouped(UInt64(done)))/\(Summary.grouped(UInt64(total))) records, \(Summary.compact(rate)) records/s, ETA \(Summary.format2(eta)) s "
-        FileHandle.standardError.write((line + (final ? "\n" : "")).data(using: .utf8)!)
+        replayProgress.draw("packmeter replay: \(ProgressBar.bar(done: done, total: total)) \(Summary.grouped(UInt64(done)))/\(Summary.grouped(UInt64(total))) records, \(Summary.compact(rate)) records/s, ETA \(Summary.format2(eta)) s",
+                            force: final)
+        if final { replayProgress.finish() }
     }
 
     private func logStatus() {

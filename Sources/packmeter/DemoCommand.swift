@@ -96,16 +96,16 @@ struct DemoCommand: ParsableCommand {
             throw RuntimeFailure("\(error)")
         }
         let started = monotonicSeconds()
-        var lastDraw = 0.0
+        var progress = ProgressBar()
         let leadMax = UInt64(40_000 * partitions)
         for n in stride(from: 0, to: events, by: 4096) {
             while UInt64(n) > worker.currentStatus.counters.recordsRead + leadMax {
                 if workerResult.withLock({ $0 }) != nil { break }
                 producer.poll(timeoutMs: 20)
-                drawProgress(worker, total: events, produced: n, started: started, last: &lastDraw)
+                drawProgress(worker, total: events, produced: n, started: started, progress: &progress)
             }
             if case let .failure(error) = workerResult.withLock({ $0 }) { throw RuntimeFailure("the worker stopped: \(error)") }
-            drawProgress(worker, total: events, produced: n, started: started, last: &lastDraw)
+            drawProgress(worker, total: events, produced: n, started: started, progress: &progress)
             do {
                 try producer.produce(min(4096, events - n), from: &generator, to: topic)
             } catch {
@@ -119,12 +119,12 @@ struct DemoCommand: ParsableCommand {
         // 4. Wait until every record is billed, then stop the worker gracefully.
         while worker.currentStatus.counters.recordsRead < UInt64(events) {
             if case let .failure(error) = workerResult.withLock({ $0 }) { throw RuntimeFailure("the worker stopped: \(error)") }
-            drawProgress(worker, total: events, produced: events, started: started, last: &lastDraw)
+            drawProgress(worker, total: events, produced: events, started: started, progress: &progress)
             Thread.sleep(forTimeInterval: 0.05)
         }
         let seconds = monotonicSeconds() - started
-        drawProgress(worker, total: events, produced: events, started: started, last: &lastDraw, force: true)
-        printError("")
+        drawProgress(worker, total: events, produced: events, started: started, progress: &progress, force: true)
+        progress.finish()
         worker.requestStop()
         while workerResult.withLock({ $0 }) == nil { Thread.sleep(forTimeInterval: 0.02) }
         if case let .failure(error) = workerResult.withLock({ $0 }) { throw RuntimeFailure("the worker failed: \(error)") }
@@ -132,17 +132,13 @@ struct DemoCommand: ParsableCommand {
         withExtendedLifetime(cluster) {}
     }
 
-    private func drawProgress(_ worker: StreamingWorker, total: Int, produced: Int, started: Double, last: inout Double, force: Bool = false) {
+    private func drawProgress(_ worker: StreamingWorker, total: Int, produced: Int, started: Double, progress: inout ProgressBar,
+                              force: Bool = false) {
         let now = monotonicSeconds()
-        guard force || now - last >= 0.2 else { return }
-        last = now
         let done = Int(worker.currentStatus.counters.recordsRead)
-        let width = 30
-        let filled = min(width, done * width / max(total, 1))
         let rate = Double(done) / max(now - started, 0.001)
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let line = "\r  [\(bar)] \(Summary.grouped(UInt64(done)))/\(Summary.grouped(UInt64(total))) billed, \(Summary.grouped(UInt64(produced))) produced, \(Summary.compact(rate)) events/s "
-        FileHandle.standardError.write(line.data(using: .utf8)!)
+        progress.draw("  \(ProgressBar.bar(done: Int64(done), total: Int64(total))) \(Summary.grouped(UInt64(done)))/\(Summary.grouped(UInt64(total))) billed, \(Summary.grouped(UInt64(produced))) produced, \(Summary.compact(rate)) events/s",
+                      now: now, force: force)
     }
 
     private func report(_ worker: StreamingWorker, seconds: Double, directory: String, calendar: BillingCalendar) {
