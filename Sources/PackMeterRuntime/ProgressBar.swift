@@ -30,16 +30,17 @@ public struct ProgressBar {
         return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]"
     }
 
-    /// Shows `text` unless the previous update is too recent; `force` shows it anyway (the
-    /// last update of a run).
-    public mutating func draw(_ text: String, now: Double = monotonicSeconds(), force: Bool = false) {
+    /// Shows the line `text` makes unless the previous update is too recent; `force` shows
+    /// it anyway (the last update of a run). `text` is only called when the line is shown,
+    /// so callers may ask as often as they like.
+    public mutating func draw(now: Double = monotonicSeconds(), force: Bool = false, _ text: () -> String) {
         guard force || now - lastDraw >= (toTerminal ? Self.terminalInterval : Self.lineInterval) else { return }
         lastDraw = now
         if toTerminal {
-            write("\r" + text + " ")
+            write("\r" + text() + " ")
             lineOpen = true
         } else {
-            write(text + "\n")
+            write(text() + "\n")
         }
     }
 

@@ -55,7 +55,6 @@ public final class StreamingWorker: @unchecked Sendable {
     private var nextPublishAt = 0.0
     private var lastStatusRecords: UInt64 = 0
     private var lastStatusTime = 0.0
-    private var nextProgressAt = 0.0
     private var replayProgress = ProgressBar()
     private var replayTotal: Int64 = 0
     private var replayStarted = 0.0
@@ -169,10 +168,7 @@ public final class StreamingWorker: @unchecked Sendable {
                 serveQueries()
                 if t >= nextPublishAt { publish(); nextPublishAt = t + 0.25 }
                 if t >= nextStatusAt { logStatus(); nextStatusAt = t + Double(options.statusIntervalMs) / 1000 }
-                if case .replay = options.mode, options.progress, t >= nextProgressAt {
-                    drawReplayProgress(final: false)
-                    nextProgressAt = t + ProgressBar.terminalInterval
-                }
+                if case .replay = options.mode, options.progress { drawReplayProgress(final: false, now: t) }
                 if case .replay = options.mode, !shards.isEmpty, shards.values.allSatisfy(\.done) { break }
             }
             if case .replay = options.mode, options.progress { drawReplayProgress(final: true) }
@@ -660,17 +656,18 @@ public final class StreamingWorker: @unchecked Sendable {
         published.withLock { $0 = snapshot }
     }
 
-    /// `[######......] 1,234/5,678 records, 250k records/s, ETA 3 s` on standard error.
-    private func drawReplayProgress(final: Bool) {
-        let done = shards.values.reduce(Int64(0)) { sum, shard in
-            sum + max(0, min(shard.nextOffset, shard.stopOffset ?? shard.nextOffset) - shard.startOffset)
+    /// `[######......] 1,234/5,678 records, 250k records/s, ETA 3 s` on standard error, when
+    /// the progress line is due (always when `final`).
+    private func drawReplayProgress(final: Bool, now: Double = monotonicSeconds()) {
+        replayProgress.draw(now: now, force: final) {
+            let done = shards.values.reduce(Int64(0)) { sum, shard in
+                sum + max(0, min(shard.nextOffset, shard.stopOffset ?? shard.nextOffset) - shard.startOffset)
+            }
+            let rate = Double(done) / max(now - replayStarted, 0.001)
+            let total = max(replayTotal, done)
+            let eta = rate > 0 ? Double(total - done) / rate : 0
+            return "packmeter replay: \(ProgressBar.bar(done: done, total: total)) \(Summary.grouped(UInt64(done)))/\(Summary.grouped(UInt64(total))) records, \(Summary.compact(rate)) records/s, ETA \(Summary.format2(eta)) s"
         }
-        let elapsed = max(monotonicSeconds() - replayStarted, 0.001)
-        let rate = Double(done) / elapsed
-        let total = max(replayTotal, done)
-        let eta = rate > 0 ? Double(total - done) / rate : 0
-        replayProgress.draw("packmeter replay: \(ProgressBar.bar(done: done, total: total)) \(Summary.grouped(UInt64(done)))/\(Summary.grouped(UInt64(total))) records, \(Summary.compact(rate)) records/s, ETA \(Summary.format2(eta)) s",
-                            force: final)
         if final { replayProgress.finish() }
     }
 

@@ -135,10 +135,11 @@ struct DemoCommand: ParsableCommand {
     private func drawProgress(_ worker: StreamingWorker, total: Int, produced: Int, started: Double, progress: inout ProgressBar,
                               force: Bool = false) {
         let now = monotonicSeconds()
-        let done = Int(worker.currentStatus.counters.recordsRead)
-        let rate = Double(done) / max(now - started, 0.001)
-        progress.draw("  \(ProgressBar.bar(done: Int64(done), total: Int64(total))) \(Summary.grouped(UInt64(done)))/\(Summary.grouped(UInt64(total))) billed, \(Summary.grouped(UInt64(produced))) produced, \(Summary.compact(rate)) events/s",
-                      now: now, force: force)
+        progress.draw(now: now, force: force) {
+            let done = Int(worker.currentStatus.counters.recordsRead)
+            let rate = Double(done) / max(now - started, 0.001)
+            return "  \(ProgressBar.bar(done: Int64(done), total: Int64(total))) \(Summary.grouped(UInt64(done)))/\(Summary.grouped(UInt64(total))) billed, \(Summary.grouped(UInt64(produced))) produced, \(Summary.compact(rate)) events/s"
+        }
     }
 
     private func report(_ worker: StreamingWorker, seconds: Double, directory: String, calendar: BillingCalendar) {

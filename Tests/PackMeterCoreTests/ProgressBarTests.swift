@@ -12,10 +12,10 @@ struct ProgressBarTests {
     @Test func notOnATerminal_eachUpdateIsAWholeLine_atMostEveryFiveSeconds() {
         let out = Output()
         var progress = ProgressBar(toTerminal: false) { out.text += $0 }
-        progress.draw("a", now: 100)
-        progress.draw("b", now: 104.9)  // too soon
-        progress.draw("c", now: 105)
-        progress.draw("d", now: 105.1, force: true)  // the last one is always shown
+        progress.draw(now: 100) { "a" }
+        progress.draw(now: 104.9) { "b" }  // too soon
+        progress.draw(now: 105) { "c" }
+        progress.draw(now: 105.1, force: true) { "d" }  // the last one is always shown
         progress.finish()
         #expect(out.text == "a\nc\nd\n")
         #expect(!out.text.contains("\r"))
@@ -24,12 +24,24 @@ struct ProgressBarTests {
     @Test func onATerminal_theLineIsRedrawnInPlace_andFinishEndsItOnce() {
         let out = Output()
         var progress = ProgressBar(toTerminal: true) { out.text += $0 }
-        progress.draw("a", now: 100)
-        progress.draw("b", now: 100.1)  // too soon
-        progress.draw("c", now: 100.2)
+        progress.draw(now: 100) { "a" }
+        progress.draw(now: 100.1) { "b" }  // too soon
+        progress.draw(now: 100.2) { "c" }
         progress.finish()
         progress.finish()
         #expect(out.text == "\ra \rc \n")
+    }
+
+    @Test func aLineThatIsNotDue_isNotEvenMade() {
+        var made = 0
+        var progress = ProgressBar(toTerminal: false) { _ in }
+        for tenth in 0..<100 {
+            progress.draw(now: Double(tenth) / 10) {
+                made += 1
+                return "line"
+            }
+        }
+        #expect(made == 2, "at 0 s and at 5 s only")
     }
 
     @Test func theBar_fillsInProportion_andStaysInItsWidth() {
