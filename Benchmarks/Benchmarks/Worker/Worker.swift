@@ -8,8 +8,9 @@ import PackMeterWorker
 
 // The streaming worker through librdkafka's mock cluster on loopback, in this process: 8
 // partitions of typical call records (about 10% end as overage, as the issue asks),
-// checkpoints on (every second). Each iteration bills the whole topic with a fresh group and checkpoint
-// directory; the same binding polling and dropping the same records gives the ceiling.
+// checkpoints on (every second). Each iteration bills the whole topic with a fresh group
+// and checkpoint directory; the same binding polling and dropping the same records gives
+// the ceiling.
 // The mock keeps only the newest 5 MiB per partition, so the topic holds 320,000 records.
 //
 //   swift package benchmark --target Worker
