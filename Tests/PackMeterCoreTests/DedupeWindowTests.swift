@@ -74,4 +74,27 @@ struct DedupeWindowTests {
         }
         #expect(copy.count == window.count && copy.rotations == window.rotations)
     }
+
+    /// A checkpoint's copy has no filter of its own (a saturated one says "maybe" to every
+    /// id), yet it must answer exactly as the window it was copied from, before and after
+    /// a rotation clears one of its filter's halves.
+    @Test func checkpointCopyAnswersAsTheOriginal() {
+        let window = DedupeWindow(generationCapacity: 2000)
+        var random = SplitMix64(seed: 21)
+        var seen = (0..<3500).map { _ in Fingerprint128(high: random.next(), low: random.next()) }
+        for fp in seen { _ = window.insert(fp, monthTag: 4, openMonthTag: 4) }
+        let copy = DedupeWindow(copying: window)
+        #expect(copy.count == window.count)
+        #expect(copy.filter.words.count == 2)
+        for fp in seen { #expect(copy.contains(fp) == window.contains(fp)) }
+        // Repeats (some long evicted) and fresh ids, through two more rotations.
+        for n in 0..<5000 {
+            let fp = n % 3 == 0 ? seen[Int(random.next() % UInt64(seen.count))] : Fingerprint128(high: random.next(), low: random.next())
+            seen.append(fp)
+            #expect(copy.insert(fp, monthTag: 4, openMonthTag: 4) == window.insert(fp, monthTag: 4, openMonthTag: 4), "id \(n)")
+        }
+        #expect(copy.rotations == window.rotations && window.rotations >= 3)
+        #expect(copy.count == window.count)
+        #expect(copy.savedIDs().map { Array($0.elements) } == window.savedIDs().map { Array($0.elements) })
+    }
 }

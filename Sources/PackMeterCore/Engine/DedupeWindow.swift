@@ -268,13 +268,16 @@ final class DedupeWindow {
     var rotations: UInt64 = 0
 
     convenience init(generationCapacity: Int) {
-        self.init(generationCapacity: generationCapacity, filterWords: nil)
+        self.init(generationCapacity: generationCapacity, snapshot: false)
     }
 
-    /// An exact copy of `other`, for a checkpoint. The filter is copied as it is (4 MiB
-    /// at the default capacity) rather than zeroed first and then overwritten.
+    /// An exact copy of `other`'s ids and counters, for a checkpoint to encode. Its filter
+    /// is not copied (4 MiB at the default capacity, for each partition at each checkpoint,
+    /// while processing waits): the copy gets a saturated one instead, which says "maybe"
+    /// to every id, so the copy still answers exactly as `other` would, only with a bucket
+    /// scan per lookup.
     convenience init(copying other: DedupeWindow) {
-        self.init(generationCapacity: other.generationCapacity, filterWords: other.filter.words.copy())
+        self.init(generationCapacity: other.generationCapacity, snapshot: true)
         first.copy(from: other.first)
         second.copy(from: other.second)
         currentHalf = other.currentHalf
@@ -283,7 +286,7 @@ final class DedupeWindow {
         rotations = other.rotations
     }
 
-    private init(generationCapacity: Int, filterWords: FlatBuffer<UInt64>?) {
+    private init(generationCapacity: Int, snapshot: Bool) {
         precondition(generationCapacity > 0)
         self.generationCapacity = generationCapacity
         // Buckets per generation: about 128 ids each when the generation is full.
@@ -292,10 +295,9 @@ final class DedupeWindow {
         // Bits of filter per generation: at least 32 per id of capacity, a power of two.
         var bits = 1 << 12
         while bits < generationCapacity * 32 { bits *= 2 }
-        filter = filterWords.map { PairedBloomFilter(words: $0) } ?? PairedBloomFilter(bitsPerHalf: bits)
-        precondition(filter.words.count == bits / 32, "a copied filter has the size of its capacity's")
-        // A checkpoint's copy (given its filter) takes only what it copies.
-        let reserve = filterWords == nil ? generationCapacity : nil
+        filter = snapshot ? PairedBloomFilter.saturated() : PairedBloomFilter(bitsPerHalf: bits)
+        // A snapshot takes only what it copies.
+        let reserve = snapshot ? nil : generationCapacity
         first = Generation(buckets: buckets, capacity: reserve, filter: filter, half: 0)
         second = Generation(buckets: buckets, capacity: reserve, filter: filter, half: 1)
     }
@@ -431,6 +433,12 @@ struct PairedBloomFilter {
     init(words: FlatBuffer<UInt64>) {
         self.words = words
         pairMask = words.count / 2 - 1
+    }
+
+    /// One pair of words with every bit set: it says "maybe" to every id, which is never
+    /// wrong, only slow. Clearing a half makes that half a (one-word) filter again.
+    static func saturated() -> PairedBloomFilter {
+        PairedBloomFilter(words: FlatBuffer(repeating: ~0, count: 2))
     }
 
     /// An id's two words: the first generation's, then the second's.

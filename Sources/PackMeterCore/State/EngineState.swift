@@ -8,7 +8,9 @@ extension PartitionEngine {
 
     /// A deep copy for a checkpoint, taken between batches on the shard's thread. It only
     /// copies tables (memory to memory); encoding it can then happen on another thread
-    /// while this engine goes on.
+    /// while this engine goes on. Its dedupe window has no filter of its own (see
+    /// `DedupeWindow.init(copying:)`): it decides exactly as this engine would, but is
+    /// meant to be encoded, not run.
     public func copy() -> PartitionEngine {
         let other = PartitionEngine(catalog: catalog, calendar: calendar, allowedLatenessMs: allowedLatenessMs,
                                     dedupe: DedupeWindow(copying: dedupe), expectedAccounts: 1)
