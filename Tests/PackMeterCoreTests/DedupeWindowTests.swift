@@ -97,4 +97,26 @@ struct DedupeWindowTests {
         #expect(copy.count == window.count)
         #expect(copy.savedIDs().map { Array($0.elements) } == window.savedIDs().map { Array($0.elements) })
     }
+
+    /// The filter grows with the ids the window holds, not with its capacity: a quiet
+    /// partition keeps a small one, a full window gets 32 bits per id of capacity.
+    @Test func filterGrowsWithTheIDs_upToWhatTheCapacityNeeds() {
+        let window = DedupeWindow(generationCapacity: 500_000)
+        #expect(window.filter.bitsPerHalf == DedupeWindow.initialFilterBits)
+        var random = SplitMix64(seed: 5)
+        var ids: [Fingerprint128] = []
+        for _ in 0..<20_000 {
+            let fp = Fingerprint128(high: random.next(), low: random.next())
+            ids.append(fp)
+            #expect(window.insert(fp, monthTag: 2, openMonthTag: 2))
+        }
+        // Grown once, at 16,384 ids, to room for twice that.
+        #expect(window.filter.bitsPerHalf == 32_768 * DedupeWindow.filterBitsPerID)
+        #expect(ids.allSatisfy { window.contains($0) })
+        #expect(ids.allSatisfy { !window.insert($0, monthTag: 2, openMonthTag: 2) })
+        for _ in 0..<490_000 { _ = window.insert(Fingerprint128(high: random.next(), low: random.next()), monthTag: 2, openMonthTag: 2) }
+        #expect(window.rotations == 1)
+        #expect(window.filter.bitsPerHalf == DedupeWindow.filterBits(forIDs: 500_000))
+        #expect(ids.allSatisfy { window.contains($0) }, "the first ids are in the previous generation now")
+    }
 }

@@ -10,7 +10,8 @@ import CPackMeterSupport
 /// of its bucket's last chunk, and the last chunks of all buckets (a few thousand cache
 /// lines) stay in cache: a fresh id, the common case, touches no cold memory, where a hash
 /// table would take a random cache miss per id. Each generation also has a blocked Bloom
-/// filter (at least 32 bits per id, one 64-bit word per id), interleaved with the other's
+/// filter (32 to 64 bits per id, one 64-bit word per id; it grows with the ids held, up to
+/// what the capacity needs), interleaved with the other's
 /// so that testing an id against both reads two adjacent words, and a bucket (about 128
 /// ids when the generation is full) is only scanned when the filter says the id may be
 /// there: for a repeat, or about one fresh id in 1,700. A scan requests all of the bucket's
@@ -19,15 +20,15 @@ import CPackMeterSupport
 /// The filter was 16 bits per id: one fresh id in 220 then paid a scan of about 1.3 µs of
 /// cache misses, a ninth of the engine's time on a skewed load. Prefetching the bucket
 /// (5% faster) and doubling the filter (3–8% more) took most of that back for 2 bytes per
-/// id. Two words per generation at 16 bits (three bits in each) also halved the scans,
+/// id of a full window; a window that never fills keeps a filter of the ids it holds. Two words per generation at 16 bits (three bits in each) also halved the scans,
 /// but its extra instructions cost what the scans saved.
 ///
 /// **The bound.** Each generation holds at most `generationCapacity` ids. When the current
 /// generation is full, the previous one is dropped and the current one becomes previous.
 /// So the window always holds at least the last `generationCapacity` accepted ids and at
-/// most twice that. A remembered id costs 16 bytes of pool, 4 bytes of filter and at most
-/// 2 of partly filled chunks: two full generations cost about 44 bytes per id of the
-/// guaranteed window. Dropping a generation is counted (`evictedIDs`, and
+/// most twice that. A remembered id costs 16 bytes of pool, 4 to 8 bytes of filter and at
+/// most 2 of partly filled chunks: two full generations cost about 44 bytes per id of the
+/// guaranteed window (the filter is sized for one generation's capacity and shared). Dropping a generation is counted (`evictedIDs`, and
 /// `evictedOpenMonthIDs` for ids whose month was still open, i.e. whose repeat would have
 /// been billed again): operators size `--dedupe-capacity` to at least their partition's
 /// peak rate × the allowed lateness.
@@ -197,55 +198,43 @@ final class DedupeWindow {
         }
     }
 
-    /// One generation: its ids, their filter, and how many belong to each month. The
-    /// filter and the counts follow from the ids, so a checkpoint saves only the ids.
+    /// One generation: its ids and how many belong to each month. The counts (and the
+    /// window's filter) follow from the ids, so a checkpoint saves only the ids.
     final class Generation {
         let ids: Buckets
-        /// The window's filter, of which this generation owns one word of every pair.
-        let filter: PairedBloomFilter
-        let half: Int
         /// Ids per month tag, to count early evictions without scanning. 4096 tags cover
         /// every month of the billing calendar (1970–2199).
         let monthCounts: FlatBuffer<UInt32>
 
-        init(buckets: Int, capacity: Int?, filter: PairedBloomFilter, half: Int) {
+        init(buckets: Int, capacity: Int?) {
             ids = Buckets(buckets: buckets, capacity: capacity)
-            self.filter = filter
-            self.half = half
             monthCounts = FlatBuffer(repeating: 0, count: 4096)
         }
 
         var count: Int { ids.count }
 
         /// Adds `s`, known to be absent, without its filter bits (the window sets them);
-        /// returns whether the generation now holds `capacity` ids.
+        /// returns whether the generation now holds `limit` ids.
         @inline(always)
-        func append(_ s: Slot, capacity: Int) -> Bool {
+        func append(_ s: Slot, limit: Int) -> Bool {
             ids.add(s)
             monthCounts.base[Int(s.monthTag)] &+= 1
-            return ids.count >= capacity
-        }
-
-        /// Adds `s`, known to be absent, with its filter bits.
-        func add(_ s: Slot) {
-            _ = append(s, capacity: .max)
-            filter.insert(high: s.high, low: s.lowAndMonth, half: half)
+            return ids.count >= limit
         }
 
         func clear() {
             ids.clear()
-            filter.clear(half: half)
             monthCounts.base.update(repeating: 0, count: monthCounts.count)
         }
 
-        /// Makes this generation hold exactly `entries`, in order.
+        /// Makes this generation hold exactly `entries`, in order (the window then rebuilds
+        /// its filter).
         func replace(with entries: some Sequence<Slot>) {
             clear()
-            for s in entries { add(s) }
+            for s in entries { _ = append(s, limit: .max) }
         }
 
-        /// Makes this generation's ids and counts an exact copy of `other`'s (the window
-        /// copies the filter).
+        /// Makes this generation's ids and counts an exact copy of `other`'s.
         func copy(from other: Generation) {
             ids.copy(from: other.ids)
             monthCounts.replace(with: other.monthCounts)
@@ -254,8 +243,19 @@ final class DedupeWindow {
 
     let generationCapacity: Int
     /// Both generations' filters in one, so that testing an id against both reads one
-    /// cache line.
-    let filter: PairedBloomFilter
+    /// cache line. It starts small and is rebuilt twice as large whenever the current
+    /// generation holds as many ids as it has room for at `filterBitsPerID`, up to the
+    /// size the capacity needs: a window that is never full (a quiet partition) never
+    /// pays for a filter of its capacity.
+    private(set) var filter: PairedBloomFilter
+    /// The filter's bits per generation once it has grown to the capacity.
+    private let fullFilterBits: Int
+    /// The count of the current generation at which `reachedLimit` runs: the capacity
+    /// (rotate), or fewer while the filter is still growing (grow it).
+    private var limit = 0
+    static let filterBitsPerID = 32
+    /// Bits per generation of a new window's filter (64 KiB): room for 16,384 ids.
+    static let initialFilterBits = 1 << 19
     /// The two generations live as long as the window; which one is current flips on
     /// rotation.
     private let first: Generation
@@ -292,14 +292,36 @@ final class DedupeWindow {
         // Buckets per generation: about 128 ids each when the generation is full.
         var buckets = 16
         while buckets * 128 < generationCapacity { buckets *= 2 }
-        // Bits of filter per generation: at least 32 per id of capacity, a power of two.
-        var bits = 1 << 12
-        while bits < generationCapacity * 32 { bits *= 2 }
-        filter = snapshot ? PairedBloomFilter.saturated() : PairedBloomFilter(bitsPerHalf: bits)
+        fullFilterBits = Self.filterBits(forIDs: generationCapacity)
+        filter = snapshot ? PairedBloomFilter.saturated() : PairedBloomFilter(bitsPerHalf: min(fullFilterBits, Self.initialFilterBits))
         // A snapshot takes only what it copies.
         let reserve = snapshot ? nil : generationCapacity
-        first = Generation(buckets: buckets, capacity: reserve, filter: filter, half: 0)
-        second = Generation(buckets: buckets, capacity: reserve, filter: filter, half: 1)
+        first = Generation(buckets: buckets, capacity: reserve)
+        second = Generation(buckets: buckets, capacity: reserve)
+        updateLimit()
+    }
+
+    /// Bits of filter per generation for `ids` ids: at least `filterBitsPerID` each, a
+    /// power of two (4,096 at least).
+    static func filterBits(forIDs ids: Int) -> Int {
+        var bits = 1 << 12
+        while bits < ids * filterBitsPerID { bits *= 2 }
+        return bits
+    }
+
+    private func updateLimit() {
+        let bits = filter.bitsPerHalf
+        limit = bits >= fullFilterBits ? generationCapacity : max(1, min(generationCapacity, bits / Self.filterBitsPerID))
+    }
+
+    /// Makes a new filter of `bits` per generation from the ids both generations hold.
+    private func rebuildFilter(bitsPerHalf bits: Int) {
+        let rebuilt = PairedBloomFilter(bitsPerHalf: bits)
+        let h = currentHalf
+        current.ids.forEach { rebuilt.insert(high: $0.high, low: $0.lowAndMonth, half: h) }
+        previous.ids.forEach { rebuilt.insert(high: $0.high, low: $0.lowAndMonth, half: 1 &- h) }
+        filter = rebuilt
+        updateLimit()
     }
 
     var current: Generation { firstIsCurrent ? first : second }
@@ -351,9 +373,20 @@ final class DedupeWindow {
         }
         pair[h] = words.current | mask
         let key = Self.key(fp, monthTag: monthTag)
-        let full = h == 0 ? first.append(key, capacity: generationCapacity) : second.append(key, capacity: generationCapacity)
-        if full { rotate(openMonthTag: openMonthTag) }
+        let atLimit = h == 0 ? first.append(key, limit: limit) : second.append(key, limit: limit)
+        if atLimit { reachedLimit(openMonthTag: openMonthTag) }
         return true
+    }
+
+    /// The current generation holds `limit` ids: rotate if that is the capacity, else
+    /// grow the filter (twice as many bits as the ids now need).
+    @inline(never)
+    private func reachedLimit(openMonthTag: UInt16) {
+        if current.count >= generationCapacity {
+            rotate(openMonthTag: openMonthTag)
+        } else {
+            rebuildFilter(bitsPerHalf: min(fullFilterBits, Self.filterBits(forIDs: 2 * current.count)))
+        }
     }
 
     /// Whether `fp` is remembered, scanning the buckets of the generations whose filter
@@ -374,7 +407,9 @@ final class DedupeWindow {
         evictedOpenMonthIDs += openDropped
         rotations += 1
         previous.clear()
+        filter.clear(half: 1 &- currentHalf)
         currentHalf = 1 &- currentHalf
+        updateLimit()
     }
 
     /// Forgets every id of a month before `openMonthTag` (those months are closed).
@@ -384,6 +419,7 @@ final class DedupeWindow {
             g.ids.forEach { if $0.monthTag >= openMonthTag { kept.append($0) } }
             g.replace(with: kept)
         }
+        rebuildFilter(bitsPerHalf: filter.bitsPerHalf)
     }
 
     // MARK: - Checkpoints
@@ -404,6 +440,7 @@ final class DedupeWindow {
                  counters: (evicted: UInt64, evictedOpen: UInt64, rotations: UInt64)) {
         current.replace(with: saved)
         previous.replace(with: savedPrevious)
+        rebuildFilter(bitsPerHalf: min(fullFilterBits, max(Self.initialFilterBits, Self.filterBits(forIDs: 2 * max(current.count, previous.count)))))
         evictedIDs = counters.evicted
         evictedOpenMonthIDs = counters.evictedOpen
         rotations = counters.rotations
@@ -434,6 +471,9 @@ struct PairedBloomFilter {
         self.words = words
         pairMask = words.count / 2 - 1
     }
+
+    /// Each generation's share of the bits.
+    var bitsPerHalf: Int { words.count * 32 }
 
     /// One pair of words with every bit set: it says "maybe" to every id, which is never
     /// wrong, only slow. Clearing a half makes that half a (one-word) filter again.
