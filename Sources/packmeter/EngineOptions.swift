@@ -18,7 +18,7 @@ struct EngineOptions: ParsableArguments {
     var catalog: String?
 
     @Option(name: .customLong("dedupe-capacity"), help: ArgumentHelp(
-        "Event ids remembered per partition for duplicate detection (at least this many of the newest, at most twice; about 23 bytes each).",
+        "Event ids remembered per partition for duplicate detection (at least this many of the newest, at most twice; about 22 bytes each, 4 of them a filter that grows with the ids held).",
         valueName: "ids"))
     var dedupeCapacity = PartitionEngine.dedupeCapacityDefault
 
