@@ -10,25 +10,26 @@ import CPackMeterSupport
 /// of its bucket's last chunk, and the last chunks of all buckets (a few thousand cache
 /// lines) stay in cache: a fresh id, the common case, touches no cold memory, where a hash
 /// table would take a random cache miss per id. Each generation also has a blocked Bloom
-/// filter (32 to 64 bits per id, one 64-bit word per id; it grows with the ids held, up to
-/// what the capacity needs), interleaved with the other's
-/// so that testing an id against both reads two adjacent words, and a bucket (about 128
-/// ids when the generation is full) is only scanned when the filter says the id may be
-/// there: for a repeat, or about one fresh id in 1,700. A scan requests all of the bucket's
-/// lines at once (its chunks lie anywhere in the pool).
+/// filter (32 to 64 bits per id, one 64-bit word per id; it grows with the ids held, up
+/// to what the capacity needs), interleaved with the other's so that testing an id
+/// against both reads two adjacent words, and a bucket (about 128 ids when the generation
+/// is full) is only scanned when the filter says the id may be there: for a repeat, or
+/// about one fresh id in 1,700. A scan requests all of the bucket's lines at once (its
+/// chunks lie anywhere in the pool).
 ///
 /// The filter was 16 bits per id: one fresh id in 220 then paid a scan of about 1.3 µs of
 /// cache misses, a ninth of the engine's time on a skewed load. Prefetching the bucket
 /// (5% faster) and doubling the filter (3–8% more) took most of that back for 2 bytes per
-/// id of a full window; a window that never fills keeps a filter of the ids it holds. Two words per generation at 16 bits (three bits in each) also halved the scans,
-/// but its extra instructions cost what the scans saved.
+/// id of a full window; a window that never fills keeps a filter of the ids it holds.
+/// Two words per generation at 16 bits (three bits in each) also halved the scans, but
+/// their extra instructions cost what the scans saved.
 ///
 /// **The bound.** Each generation holds at most `generationCapacity` ids. When the current
 /// generation is full, the previous one is dropped and the current one becomes previous.
 /// So the window always holds at least the last `generationCapacity` accepted ids and at
-/// most twice that. A remembered id costs 16 bytes of pool, 4 to 8 bytes of filter and at
-/// most 2 of partly filled chunks: two full generations cost about 44 bytes per id of the
-/// guaranteed window (the filter is sized for one generation's capacity and shared). Dropping a generation is counted (`evictedIDs`, and
+/// most twice that. A remembered id costs 16 bytes of pool, about 4 of filter and at most
+/// 2 of partly filled chunks: two full generations cost about 44 bytes per id of the
+/// guaranteed window. Dropping a generation is counted (`evictedIDs`, and
 /// `evictedOpenMonthIDs` for ids whose month was still open, i.e. whose repeat would have
 /// been billed again): operators size `--dedupe-capacity` to at least their partition's
 /// peak rate × the allowed lateness.
@@ -275,7 +276,7 @@ final class DedupeWindow {
     /// is not copied (4 MiB at the default capacity, for each partition at each checkpoint,
     /// while processing waits): the copy gets a saturated one instead, which says "maybe"
     /// to every id, so the copy still answers exactly as `other` would, only with a bucket
-    /// scan per lookup.
+    /// scan per lookup until its first insert rebuilds a filter of its ids.
     convenience init(copying other: DedupeWindow) {
         self.init(generationCapacity: other.generationCapacity, snapshot: true)
         first.copy(from: other.first)
