@@ -54,9 +54,9 @@ final class BalanceTable {
     /// samples sat on it). Asking for both: 3–5% faster skewed, 13% with 1 M accounts.
     @inline(always)
     func prefetch(_ key: UInt64) {
-        let home = slots.base + home(key)
-        pm_prefetch_write(home)
-        pm_prefetch_write(home + 1)  // past the end is allowed: a prefetch never faults
+        let slot = slots.base + home(key)
+        pm_prefetch_write(slot)
+        pm_prefetch_write(slot + 1)  // past the end is allowed: a prefetch never faults
     }
 
     /// The slot of `key`, created empty if absent.

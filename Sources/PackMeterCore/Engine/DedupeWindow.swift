@@ -294,7 +294,7 @@ final class DedupeWindow {
         var buckets = 16
         while buckets * 128 < generationCapacity { buckets *= 2 }
         fullFilterBits = Self.filterBits(forIDs: generationCapacity)
-        filter = snapshot ? PairedBloomFilter.saturated() : PairedBloomFilter(bitsPerHalf: min(fullFilterBits, Self.initialFilterBits))
+        filter = snapshot ? PairedBloomFilter.saturated() : PairedBloomFilter(bitsPerHalf: Self.filterBits(roomFor: 0, full: fullFilterBits))
         // A snapshot takes only what it copies.
         let reserve = snapshot ? nil : generationCapacity
         first = Generation(buckets: buckets, capacity: reserve)
@@ -308,6 +308,12 @@ final class DedupeWindow {
         var bits = 1 << 12
         while bits < ids * filterBitsPerID { bits *= 2 }
         return bits
+    }
+
+    /// Bits per generation for a filter that holds `ids` ids with room for as many again:
+    /// never below `initialFilterBits`, never above `full` (what the capacity needs).
+    static func filterBits(roomFor ids: Int, full: Int) -> Int {
+        min(full, max(initialFilterBits, filterBits(forIDs: 2 * ids)))
     }
 
     private func updateLimit() {
@@ -386,7 +392,7 @@ final class DedupeWindow {
         if current.count >= generationCapacity {
             rotate(openMonthTag: openMonthTag)
         } else {
-            rebuildFilter(bitsPerHalf: min(fullFilterBits, Self.filterBits(forIDs: 2 * current.count)))
+            rebuildFilter(bitsPerHalf: Self.filterBits(roomFor: current.count, full: fullFilterBits))
         }
     }
 
@@ -441,7 +447,7 @@ final class DedupeWindow {
                  counters: (evicted: UInt64, evictedOpen: UInt64, rotations: UInt64)) {
         current.replace(with: saved)
         previous.replace(with: savedPrevious)
-        rebuildFilter(bitsPerHalf: min(fullFilterBits, max(Self.initialFilterBits, Self.filterBits(forIDs: 2 * max(current.count, previous.count)))))
+        rebuildFilter(bitsPerHalf: Self.filterBits(roomFor: max(current.count, previous.count), full: fullFilterBits))
         evictedIDs = counters.evicted
         evictedOpenMonthIDs = counters.evictedOpen
         rotations = counters.rotations
