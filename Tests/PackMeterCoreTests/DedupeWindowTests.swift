@@ -112,6 +112,15 @@ struct DedupeWindowTests {
         }
         // Grown once, at 16,384 ids, to room for twice that.
         #expect(window.filter.bitsPerHalf == 32_768 * DedupeWindow.filterBitsPerID)
+        // The rebuild reads the ids in pool order, passing over the buckets' unused slots:
+        // it must set exactly the bits that inserting each id would.
+        let expected = PairedBloomFilter(bitsPerHalf: window.filter.bitsPerHalf)
+        for fp in ids {
+            let slot = DedupeWindow.key(fp, monthTag: 2)
+            expected.insert(high: slot.high, low: slot.lowAndMonth, half: 0)
+        }
+        let differing = zip(window.filter.words.elements, expected.words.elements).filter { $0 != $1 }.count
+        #expect(differing == 0, "\(differing) filter words differ from an id-by-id filter")
         #expect(ids.allSatisfy { window.contains($0) })
         #expect(ids.allSatisfy { !window.insert($0, monthTag: 2, openMonthTag: 2) })
         for _ in 0..<490_000 { _ = window.insert(Fingerprint128(high: random.next(), low: random.next()), monthTag: 2, openMonthTag: 2) }

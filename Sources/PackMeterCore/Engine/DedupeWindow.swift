@@ -324,9 +324,8 @@ final class DedupeWindow {
     /// Makes a new filter of `bits` per generation from the ids both generations hold.
     private func rebuildFilter(bitsPerHalf bits: Int) {
         let rebuilt = PairedBloomFilter(bitsPerHalf: bits)
-        let h = currentHalf
-        current.ids.forEach { rebuilt.insert(high: $0.high, low: $0.lowAndMonth, half: h) }
-        previous.ids.forEach { rebuilt.insert(high: $0.high, low: $0.lowAndMonth, half: 1 &- h) }
+        rebuilt.insert(poolOf: current.ids, half: currentHalf)
+        rebuilt.insert(poolOf: previous.ids, half: 1 &- currentHalf)
         filter = rebuilt
         updateLimit()
     }
@@ -506,6 +505,23 @@ struct PairedBloomFilter {
 
     func insert(high: UInt64, low: UInt64, half h: Int) {
         pair(high)[h] |= Self.mask(low)
+    }
+
+    /// Sets the bits of every id of `ids` in generation `h`'s words. The ids are read in
+    /// pool order, which is memory order: bucket by bucket, the chunks of a bucket lie
+    /// anywhere in the pool, and a rebuild that followed them took a cache miss every few
+    /// ids: 2.5% of the Worker benchmark's CPU samples (each partition's filter grows twice
+    /// there), 0.9% in pool order. Each id's word is requested 16 ids ahead. A bucket's
+    /// unused slots are zero (a stored id's month tag never is) and are passed over.
+    func insert(poolOf ids: DedupeWindow.Buckets, half h: Int) {
+        let slots = ids.pool.base
+        let count = ids.pool.count
+        let ahead = 16
+        for i in 0..<count {
+            if i &+ ahead < count { prefetch(high: slots[i &+ ahead].high) }
+            let s = slots[i]
+            if s.lowAndMonth != 0 { insert(high: s.high, low: s.lowAndMonth, half: h) }
+        }
     }
 
     /// Forgets one generation's words.
