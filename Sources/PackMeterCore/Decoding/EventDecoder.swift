@@ -124,10 +124,17 @@ public final class EventDecoder {
         }
     }
 
+    /// Whether `scan` tries `scanPlain` first. Off only in tests, which compare the two.
+    var plainScanEnabled = true
+
     /// Check 1: the whole record is one JSON object. Notes where the known fields are.
     @inline(__always)
     private func scan(_ record: UnsafeRawBufferPointer) throws(JSONSyntaxError) {
         for k in 0..<Field.allCases.count { fields[k] = RawField() }
+        if plainScanEnabled {
+            if scanPlain(record) { return }
+            for k in 0..<Field.allCases.count { fields[k] = RawField() }
+        }
         var s = JSONScanner(record)
         base = s.base
         s.skipWhitespace()
@@ -165,6 +172,77 @@ public final class EventDecoder {
         }
         s.skipWhitespace()
         guard s.atEnd else { throw s.error(.trailingData) }
+    }
+
+    /// The shortcut for the records nearly every producer writes: an object of known keys
+    /// whose values are plain strings (ASCII, no escapes) or integers, without whitespace.
+    /// It notes the fields the full scan would note and returns true, or returns false at
+    /// the first byte outside that shape and leaves the record to the full scan (which then
+    /// also finds any error): it accepts nothing the full scan rejects. With no whitespace
+    /// to skip between tokens and no kind of value to dispatch on, decoding a typical call
+    /// record (with interning its account and fingerprinting its id) takes 2,167
+    /// instructions instead of 2,631 (callgrind), 213 ns instead of 261.
+    func scanPlain(_ record: UnsafeRawBufferPointer) -> Bool {
+        guard let p = record.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
+        let end = record.count
+        guard end >= 2, p[0] == 0x7B, p[1] == 0x22 else { return false }
+        base = p
+        var i = 1
+        while true {
+            // `i` is at a key's opening quote.
+            guard let keyEnd = Self.plainStringEnd(p, from: i + 1, end: end),
+                  let field = Self.field(named: p + i + 1, keyEnd - i - 1)
+            else { return false }
+            i = keyEnd + 1
+            guard i + 1 < end, p[i] == 0x3A else { return false }
+            i += 1
+            let first = p[i]
+            if first == 0x22 {
+                guard let valueEnd = Self.plainStringEnd(p, from: i + 1, end: end) else { return false }
+                fields[field.rawValue] = RawField(kind: .string, inScratch: false, start: Int32(truncatingIfNeeded: i + 1),
+                                                  length: Int32(truncatingIfNeeded: valueEnd - i - 1))
+                i = valueEnd + 1
+            } else if first &- 0x30 < 10 {
+                // `0`, or a digit 1-9 and more digits; what follows must end the value.
+                let start = i
+                i += 1
+                if first != 0x30 { while i < end, p[i] &- 0x30 < 10 { i += 1 } }
+                fields[field.rawValue] = RawField(kind: .integer, inScratch: false, start: Int32(truncatingIfNeeded: start),
+                                                  length: Int32(truncatingIfNeeded: i - start))
+            } else {
+                return false
+            }
+            guard i < end else { return false }
+            if p[i] == 0x2C {
+                i += 1
+                guard i < end, p[i] == 0x22 else { return false }
+                continue
+            }
+            return p[i] == 0x7D && i + 1 == end
+        }
+    }
+
+    /// Where the plain string whose bytes start at `i` ends (its closing quote), or nil if
+    /// a backslash, a control character or a byte that is not ASCII comes first, or the
+    /// record ends. Eight bytes at a time, as `JSONScanner.scanString` reads.
+    @inline(__always)
+    private static func plainStringEnd(_ p: UnsafePointer<UInt8>, from start: Int, end: Int) -> Int? {
+        var i = start
+        while i + 8 <= end {
+            let special = JSONScanner.specialBytes(UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self))
+            if special != 0 {
+                i += special.trailingZeroBitCount >> 3
+                return p[i] == 0x22 ? i : nil
+            }
+            i += 8
+        }
+        while i < end {
+            let b = p[i]
+            if b == 0x22 { return i }
+            if b == 0x5C || b < 0x20 || b >= 0x80 { return nil }
+            i += 1
+        }
+        return nil
     }
 
     // `always`: as a call it kept the scanner's position in memory, loaded and stored
