@@ -301,12 +301,37 @@ struct TimestampParserTests {
                     variants.append(v)
                 }
             }
+            // The parse that remembers the hour of the last valid time, after the valid
+            // text: a variant of the same first 13 bytes takes the remembered hour.
+            var afterText = RFC3339HourCache()
+            _ = text.withUnsafeBytes { Timestamp.parseRFC3339($0, cache: &afterText) }
             for v in variants {
                 let parsed = v.withUnsafeBytes { Timestamp.parseRFC3339($0) }
                 #expect(parsed == Self.reference(v), "\(String(decoding: v, as: UTF8.self))")
+                var cache = afterText
+                #expect(v.withUnsafeBytes { Timestamp.parseRFC3339($0, cache: &cache) } == parsed,
+                        "with the hour of \(String(decoding: text, as: UTF8.self)): \(String(decoding: v, as: UTF8.self))")
                 checked += 1
             }
         }
         #expect(checked > 100_000)
+    }
+
+    /// The remembered hour is only ever one a valid time had: a fresh cache holds none.
+    @Test func rememberedHour_comesOnlyFromAValidTime() {
+        var cache = RFC3339HourCache()
+        let zeros = [UInt8](repeating: 0, count: 13) + Array(":00:00Z".utf8)
+        #expect(zeros.withUnsafeBytes { Timestamp.parseRFC3339($0, cache: &cache) } == nil)
+        let bad = Array("2026-02-30T10:00:00Z".utf8)
+        #expect(bad.withUnsafeBytes { Timestamp.parseRFC3339($0, cache: &cache) } == nil)
+        #expect(bad.withUnsafeBytes { Timestamp.parseRFC3339($0, cache: &cache) } == nil, "an invalid date is not remembered")
+        // Across an hour, a day and an offset change, each as parsed alone.
+        for text in ["2026-10-31T23:59:59.999+08:00", "2026-10-31T23:00:00Z", "2026-11-01T00:00:00+08:00",
+                     "2026-11-01T00:30:00.5-05:30", "2026-11-01T00:30:00.5z", "2026-11-01T01:00:00+08:00"] {
+            let bytes = Array(text.utf8)
+            let alone = bytes.withUnsafeBytes { Timestamp.parseRFC3339($0) }
+            #expect(alone != nil)
+            #expect(bytes.withUnsafeBytes { Timestamp.parseRFC3339($0, cache: &cache) } == alone, "\(text)")
+        }
     }
 }

@@ -124,6 +124,9 @@ public final class EventDecoder {
         }
     }
 
+    /// The hour of the last RFC 3339 time read (`ts`, `effective`, `expires`).
+    private var hourCache = RFC3339HourCache()
+
     /// Whether `scan` tries `scanPlain` first. Off only in tests, which compare the two.
     var plainScanEnabled = true
 
@@ -473,7 +476,7 @@ public final class EventDecoder {
         let f = raw(field)
         switch f.kind {
         case .string:
-            if let ms = Timestamp.parseRFC3339(bytes(f)) { return ms }
+            if let ms = Timestamp.parseRFC3339(bytes(f), cache: &hourCache) { return ms }
             throw invalid("'\(field.name)' \(show(f)) is not an RFC 3339 time with an offset (2026-11-03T10:00:00+08:00)")
         case .integer:
             if let ms = Self.parseInteger(bytes(f)) { return ms }
