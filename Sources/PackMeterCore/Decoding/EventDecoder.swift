@@ -182,9 +182,9 @@ public final class EventDecoder {
     /// It notes the fields the full scan would note and returns true, or returns false at
     /// the first byte outside that shape and leaves the record to the full scan (which then
     /// also finds any error): it accepts nothing the full scan rejects. With no whitespace
-    /// to skip between tokens and no kind of value to dispatch on, decoding a typical call
-    /// record (with interning its account and fingerprinting its id) takes 2,167
-    /// instructions instead of 2,631 (callgrind), 213 ns instead of 261.
+    /// to skip between tokens and no kind of value to dispatch on, it took decoding a
+    /// typical call record (with interning its account and fingerprinting its id) from
+    /// 2,631 to 2,167 instructions (callgrind), and from 261 to 213 ns.
     func scanPlain(_ record: UnsafeRawBufferPointer) -> Bool {
         guard let p = record.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
         let end = record.count
