@@ -130,13 +130,18 @@ public final class EventDecoder {
     /// Whether `scan` tries `scanPlain` first. Off only in tests, which compare the two.
     var plainScanEnabled = true
 
+    @inline(__always)
+    private func clearFields() {
+        for k in 0..<Field.allCases.count { fields[k] = RawField() }
+    }
+
     /// Check 1: the whole record is one JSON object. Notes where the known fields are.
     @inline(__always)
     private func scan(_ record: UnsafeRawBufferPointer) throws(JSONSyntaxError) {
-        for k in 0..<Field.allCases.count { fields[k] = RawField() }
+        clearFields()
         if plainScanEnabled {
             if scanPlain(record) { return }
-            for k in 0..<Field.allCases.count { fields[k] = RawField() }
+            clearFields()
         }
         var s = JSONScanner(record)
         base = s.base
@@ -225,27 +230,13 @@ public final class EventDecoder {
         }
     }
 
-    /// Where the plain string whose bytes start at `i` ends (its closing quote), or nil if
-    /// a backslash, a control character or a byte that is not ASCII comes first, or the
-    /// record ends. Eight bytes at a time, as `JSONScanner.scanString` reads.
+    /// Where the plain string whose bytes start at `start` ends (its closing quote), or nil
+    /// if a backslash, a control character or a byte that is not ASCII comes first, or the
+    /// record ends. Read as `JSONScanner.scanString` reads.
     @inline(__always)
     private static func plainStringEnd(_ p: UnsafePointer<UInt8>, from start: Int, end: Int) -> Int? {
-        var i = start
-        while i + 8 <= end {
-            let special = JSONScanner.specialBytes(UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self))
-            if special != 0 {
-                i += special.trailingZeroBitCount >> 3
-                return p[i] == 0x22 ? i : nil
-            }
-            i += 8
-        }
-        while i < end {
-            let b = p[i]
-            if b == 0x22 { return i }
-            if b == 0x5C || b < 0x20 || b >= 0x80 { return nil }
-            i += 1
-        }
-        return nil
+        let i = JSONScanner.firstSpecialByte(p, from: start, end: end)
+        return i < end && p[i] == 0x22 ? i : nil
     }
 
     // `always`: as a call it kept the scanner's position in memory, loaded and stored

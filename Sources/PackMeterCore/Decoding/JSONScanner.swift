@@ -109,17 +109,7 @@ struct JSONScanner {
         let start = i
         var hasEscapes = false
         while true {
-            // Ordinary bytes eight at a time, straight to the first special one (quote,
-            // backslash, control character or non-ASCII); byte by byte only in the last 7.
-            while i + 8 <= end {
-                let word = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
-                let special = Self.specialBytes(word)
-                if special != 0 {
-                    i += special.trailingZeroBitCount >> 3
-                    break
-                }
-                i += 8
-            }
+            i = Self.firstSpecialByte(base, from: i, end: end)
             guard i < end else { throw error(.unexpectedEnd) }
             let b = base[i]
             if b == 0x22 {
@@ -152,14 +142,32 @@ struct JSONScanner {
                 }
             } else if b < 0x20 {
                 throw error(.controlCharacterInString)
-            } else if b >= 0x80 {
+            } else {
+                // Not ASCII: `firstSpecialByte` stops at no other byte.
                 let length = UTF8Validation.sequenceLength(UnsafeRawBufferPointer(start: base, count: end), at: i)
                 guard length > 0 else { throw error(.invalidUTF8) }
                 i += length
-            } else {
-                i += 1
             }
         }
+    }
+
+    /// The index of the first special string byte (quote, backslash, control character or
+    /// not ASCII) at or after `start`, or `end` if there is none: ordinary bytes are passed
+    /// eight at a time, and only the last few (fewer than eight) one by one.
+    @inline(__always)
+    static func firstSpecialByte(_ base: UnsafePointer<UInt8>, from start: Int, end: Int) -> Int {
+        var i = start
+        while i + 8 <= end {
+            let special = specialBytes(UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
+            if special != 0 { return i + (special.trailingZeroBitCount >> 3) }
+            i += 8
+        }
+        while i < end {
+            let b = base[i]
+            if b == 0x22 || b == 0x5C || b < 0x20 || b >= 0x80 { return i }
+            i += 1
+        }
+        return end
     }
 
     /// The high bit of each byte of `word` (little endian) that is `"`, `\`, below 0x20 or
