@@ -61,6 +61,8 @@ public final class StreamingWorker: @unchecked Sendable {
     /// Restored partitions whose checkpoint offsets are to be committed once assigned (a
     /// worker may have died between writing a checkpoint and committing it).
     private var restoredCommits: [(TopicPartition, Int64)] = []
+    /// When a failed commit of `restoredCommits` is tried again.
+    private var nextRestoredCommitAt = 0.0
     public private(set) var finalReport: [AccountReport] = []
 
     struct CheckpointWrite {
@@ -155,9 +157,9 @@ public final class StreamingWorker: @unchecked Sendable {
                 if n < batch.capacity && consumer!.fetchersMayBeParked { wakeParkedFetchers() }
                 producer.poll(timeoutMs: 0)
                 if let failure = producer.failure { throw failure }
+                if !restoredCommits.isEmpty && monotonicSeconds() >= nextRestoredCommitAt { commitRestored() }
                 writeCheckpointsPastBarriers()
                 try drainCompletedWrites()
-                if !restoredCommits.isEmpty { commitRestored() }
                 let t = monotonicSeconds()
                 if t >= nextCheckpointAt {
                     let slot = checkpointSlot
@@ -566,14 +568,28 @@ public final class StreamingWorker: @unchecked Sendable {
         }
     }
 
+    /// Sets the group's committed offsets to the restored checkpoints' before the work is
+    /// under way, waiting for the coordinator: until then the group may still show offsets
+    /// no usable checkpoint covers (a newest checkpoint found damaged, or deleted), and
+    /// anyone reading the lag would take unfinished work for done. Never moves an offset
+    /// behind a checkpoint written since; a failed commit is tried again a second later.
     private func commitRestored() {
-        let commits = restoredCommits.filter { shards[$0.0.partition] != nil }
-        restoredCommits.removeAll()
-        guard case .live = options.mode, !commits.isEmpty else { return }
+        let commits = restoredCommits.compactMap { tp, offset -> (TopicPartition, Int64)? in
+            guard let shard = shards[tp.partition] else { return nil }
+            return (tp, max(offset, shard.checkpointedOffset))
+        }
+        guard case .live = options.mode, !commits.isEmpty else {
+            restoredCommits.removeAll()
+            return
+        }
         do {
-            try consumer?.commit(commits, wait: false)
+            try consumer?.commit(commits, wait: true)
+            restoredCommits.removeAll()
+            logger.info("group offsets set to the restored positions: \(commits.map { "\($0.0.partition):\($0.1)" }.joined(separator: " "))")
         } catch {
-            logger.warning("could not commit restored offsets: \(error)")
+            restoredCommits = commits
+            nextRestoredCommitAt = monotonicSeconds() + 1
+            logger.warning("could not commit restored offsets (trying again): \(error)")
         }
     }
 

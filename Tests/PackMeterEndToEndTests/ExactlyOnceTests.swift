@@ -20,11 +20,14 @@ struct ExactlyOnceTests {
         return worker
     }
 
-    /// Waits until the worker has been given its partitions (recovery done).
+    /// Waits until the worker has been given its partitions and has recovered them: its
+    /// restored positions are the group's committed offsets, so from then on a committed
+    /// offset is one of its checkpoints (a previous life's may point past a checkpoint that
+    /// was damaged or deleted since).
     func waitUntilAssigned(_ worker: ChildProcess, timeout: Double = 60) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline && worker.process.isRunning {
-            if worker.log.contains("read back") { return true }
+            if worker.log.contains("group offsets set to the restored positions") { return true }
             Thread.sleep(forTimeInterval: 0.02)
         }
         return false
@@ -34,6 +37,7 @@ struct ExactlyOnceTests {
     func finish(broker: MockBroker, dir: String, name: String = "final") throws -> ChildProcess {
         let worker = try life(name, broker: broker, dir: dir)
         #expect(waitUntilAssigned(worker), "\(worker.log.suffix(3000))")
+        try expectCommittedOffsetsCovered(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage", checkpointDirectory: "\(dir)/ckpt")
         let done = try waitUntilCommitted(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage", timeout: 600) { worker.process.isRunning }
         #expect(done, "the last worker did not catch up:\n\(worker.log.suffix(3000))")
         worker.signal(SIGTERM)

@@ -173,6 +173,38 @@ func waitUntilCommitted(brokers: String, group: String, topic: String, timeout: 
     return false
 }
 
+/// The group's committed offsets never run ahead of the checkpoints: each is at most the
+/// offset covered by the newest usable checkpoint of its partition (0 without one). Offsets
+/// are read before checkpoints, which only move forward.
+func expectCommittedOffsetsCovered(brokers: String, group: String, topic: String, checkpointDirectory: String,
+                                   sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: group, logger: testLogger)
+    guard let count = try consumer.partitionCount(topic, timeoutMs: 10_000) else {
+        Issue.record("topic \(topic) not found", sourceLocation: sourceLocation)
+        return
+    }
+    let partitions = (0..<Int32(count)).map { TopicPartition(topic, $0) }
+    let committed = try consumer.committed(partitions, timeoutMs: 5000)
+    let configuration = EngineConfiguration(catalog: try Catalog.builtin(), calendar: try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai"))
+    let store = CheckpointStore(directory: checkpointDirectory, logger: testLogger)
+    for tp in partitions {
+        guard let offset = committed[tp], offset >= 0 else { continue }
+        // The worker may prune a file between listing and reading it: look again.
+        var covered: Int64?
+        for _ in 0..<5 {
+            do {
+                covered = try store.restore(topic: topic, partition: tp.partition, configuration: configuration)?.header.nextOffset ?? 0
+                break
+            } catch {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        #expect(covered.map { offset <= $0 } == true,
+                "\(tp.topic)[\(tp.partition)]: the group's committed offset \(offset) is past its newest usable checkpoint (\(covered.map(String.init) ?? "unreadable"))",
+                sourceLocation: sourceLocation)
+    }
+}
+
 /// Waits until the group has committed some offset (a checkpoint is durable).
 func waitForProgress(brokers: String, group: String, topic: String, timeout: Double = 120, while running: () -> Bool = { true }) throws -> Bool {
     let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: group, logger: testLogger)
