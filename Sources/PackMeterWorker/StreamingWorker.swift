@@ -398,6 +398,7 @@ public final class StreamingWorker: @unchecked Sendable {
         if status.firstRecordAt == nil {
             status.firstRecordAt = monotonicSeconds()
             status.cpuSecondsAtFirstRecord = processCPUSeconds()
+            status.checkpointsStartedAtFirstRecord = status.checkpointsStarted
         }
         // Only the messages' partitions are read here: each shard takes its runs of the
         // batch (a fetched message set at a time) and does the rest on a billing thread.
@@ -453,6 +454,7 @@ public final class StreamingWorker: @unchecked Sendable {
         }
         status.lastBatchAt = monotonicSeconds()
         status.cpuSecondsAtLastBatch = processCPUSeconds()
+        status.checkpointsStartedAtLastBatch = status.checkpointsStarted
     }
 
     /// A worker working through a backlog bills slower than librdkafka fetches, so the
@@ -490,6 +492,7 @@ public final class StreamingWorker: @unchecked Sendable {
             shard.writeInFlight = true
         }
         guard !pending.isEmpty else { return }
+        status.checkpointsStarted += pending.count
         ledger.raiseBarrier(for: pending)
         let stallMs = (monotonicSeconds() - started) * 1000
         status.lastCheckpointStallMs = stallMs

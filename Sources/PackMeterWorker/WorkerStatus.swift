@@ -25,6 +25,11 @@ public struct WorkerStatus: Sendable {
     /// threads, the rest produced by the worker thread as deliveries freed room.
     public var producerQueueFull = 0
     public var checkpointsWritten = 0
+    /// Checkpoints begun (engine copies taken); with the counts at the first record and
+    /// at the newest batch, how many fell while billing.
+    public var checkpointsStarted = 0
+    public var checkpointsStartedAtFirstRecord = 0
+    public var checkpointsStartedAtLastBatch = 0
     public var checkpointBytes = 0
     public var lastCheckpointStallMs = 0.0
     public var maxCheckpointStallMs = 0.0
