@@ -60,7 +60,7 @@ public final class StreamingWorker: @unchecked Sendable {
     private var replayStarted = 0.0
     /// Restored partitions whose checkpoint offsets are to be committed once assigned (a
     /// worker may have died between writing a checkpoint and committing it).
-    private var restoredCommits: [(TopicPartition, Int64)] = []
+    private var restoredCommits: Set<Int32> = []
     /// When a failed commit of `restoredCommits` is tried again.
     private var nextRestoredCommitAt = 0.0
     public private(set) var finalReport: [AccountReport] = []
@@ -300,7 +300,7 @@ public final class StreamingWorker: @unchecked Sendable {
             shards[shard.partition] = shard
             // The group's committed offsets follow the checkpoints, also backwards when there
             // is none (rebuilding from the start), so lag is the work left.
-            restoredCommits.append((TopicPartition(options.inputTopic, shard.partition), shard.nextOffset))
+            restoredCommits.insert(shard.partition)
         }
         logger.info("read back \(found.recordsScanned) output records in \(String(format: "%.2f", found.seconds)) s")
         status.phase = .running
@@ -571,15 +571,16 @@ public final class StreamingWorker: @unchecked Sendable {
         }
     }
 
-    /// Sets the group's committed offsets to the restored checkpoints' before the work is
-    /// under way, waiting for the coordinator: until then the group may still show offsets
-    /// no usable checkpoint covers (a newest checkpoint found damaged, or deleted), and
-    /// anyone reading the lag would take unfinished work for done. Never moves an offset
-    /// behind a checkpoint written since; a failed commit is tried again a second later.
+    /// Sets the group's committed offsets to the offsets the partitions' checkpoints cover
+    /// (0 without one) before the work is under way, waiting for the coordinator: until then
+    /// the group may still show offsets no usable checkpoint covers (a newest checkpoint
+    /// found damaged, or deleted), and anyone reading the lag would take unfinished work
+    /// for done. A checkpoint written since is what is committed; a failed commit is tried
+    /// again a second later.
     private func commitRestored() {
-        let commits = restoredCommits.compactMap { tp, offset -> (TopicPartition, Int64)? in
-            guard let shard = shards[tp.partition] else { return nil }
-            return (tp, max(offset, shard.checkpointedOffset))
+        let commits = restoredCommits.sorted().compactMap { p -> (TopicPartition, Int64)? in
+            guard let shard = shards[p] else { return nil }
+            return (TopicPartition(options.inputTopic, p), max(0, shard.checkpointedOffset))
         }
         guard case .live = options.mode, !commits.isEmpty else {
             restoredCommits.removeAll()
@@ -590,7 +591,7 @@ public final class StreamingWorker: @unchecked Sendable {
             restoredCommits.removeAll()
             logger.info("group offsets set to the restored positions: \(commits.map { "\($0.0.partition):\($0.1)" }.joined(separator: " "))")
         } catch {
-            restoredCommits = commits
+            restoredCommits = Set(commits.map(\.0.partition))
             nextRestoredCommitAt = monotonicSeconds() + 1
             logger.warning("could not commit restored offsets (trying again): \(error)")
         }

@@ -157,11 +157,23 @@ func readTopic(brokers: String, topic: String) throws -> [Int32: [ReadRecord]] {
     return result
 }
 
+/// A reader of `group`'s committed offsets (it does not join the group) and every
+/// partition of `topic`; nil if the topic does not exist.
+func groupReader(brokers: String, group: String, topic: String) throws -> (consumer: KafkaConsumer, partitions: [TopicPartition])? {
+    let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: group, logger: testLogger)
+    guard let count = try consumer.partitionCount(topic, timeoutMs: 10_000) else { return nil }
+    return (consumer, (0..<Int32(count)).map { TopicPartition(topic, $0) })
+}
+
+/// The configuration the end-to-end workers run with: the built-in catalog, Asia/Shanghai.
+func e2eConfiguration() throws -> EngineConfiguration {
+    EngineConfiguration(catalog: try Catalog.builtin(), calendar: try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai"))
+}
+
 /// The group's committed offsets reached every partition's end.
 func waitUntilCommitted(brokers: String, group: String, topic: String, timeout: Double = 300, while running: () -> Bool = { true }) throws -> Bool {
-    let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: group, logger: testLogger)
-    guard let count = try consumer.partitionCount(topic, timeoutMs: 10_000) else { return false }
-    let partitions = (0..<Int32(count)).map { TopicPartition(topic, $0) }
+    guard let reader = try groupReader(brokers: brokers, group: group, topic: topic) else { return false }
+    let (consumer, partitions) = reader
     var ends: [TopicPartition: Int64] = [:]
     for tp in partitions { ends[tp] = try consumer.watermarks(tp, timeoutMs: 10_000).high }
     let deadline = Date().addingTimeInterval(timeout)
@@ -178,14 +190,13 @@ func waitUntilCommitted(brokers: String, group: String, topic: String, timeout: 
 /// are read before checkpoints, which only move forward.
 func expectCommittedOffsetsCovered(brokers: String, group: String, topic: String, checkpointDirectory: String,
                                    sourceLocation: SourceLocation = #_sourceLocation) throws {
-    let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: group, logger: testLogger)
-    guard let count = try consumer.partitionCount(topic, timeoutMs: 10_000) else {
+    guard let reader = try groupReader(brokers: brokers, group: group, topic: topic) else {
         Issue.record("topic \(topic) not found", sourceLocation: sourceLocation)
         return
     }
-    let partitions = (0..<Int32(count)).map { TopicPartition(topic, $0) }
+    let (consumer, partitions) = reader
     let committed = try consumer.committed(partitions, timeoutMs: 5000)
-    let configuration = EngineConfiguration(catalog: try Catalog.builtin(), calendar: try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai"))
+    let configuration = try e2eConfiguration()
     let store = CheckpointStore(directory: checkpointDirectory, logger: testLogger)
     for tp in partitions {
         guard let offset = committed[tp], offset >= 0 else { continue }
@@ -207,9 +218,8 @@ func expectCommittedOffsetsCovered(brokers: String, group: String, topic: String
 
 /// Waits until the group has committed some offset (a checkpoint is durable).
 func waitForProgress(brokers: String, group: String, topic: String, timeout: Double = 120, while running: () -> Bool = { true }) throws -> Bool {
-    let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: group, logger: testLogger)
-    guard let count = try consumer.partitionCount(topic, timeoutMs: 10_000) else { return false }
-    let partitions = (0..<Int32(count)).map { TopicPartition(topic, $0) }
+    guard let reader = try groupReader(brokers: brokers, group: group, topic: topic) else { return false }
+    let (consumer, partitions) = reader
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline && running() {
         let committed = (try? consumer.committed(partitions, timeoutMs: 5000)) ?? [:]
@@ -227,7 +237,7 @@ struct Expected {
     var outputCount: Int { outputs.values.reduce(0) { $0 + $1.count } }
 
     init(input: [Int32: [ReadRecord]], topic: String) throws {
-        let configuration = EngineConfiguration(catalog: try Catalog.builtin(), calendar: try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai"))
+        let configuration = try e2eConfiguration()
         for (p, records) in input {
             let processor = configuration.makeProcessor(topic: topic, partition: p)
             let batch = OutputBatch()
@@ -293,7 +303,7 @@ func expectSameOutputs(_ actual: [Int32: [Int64: String]], _ expected: Expected,
 /// Compares every account's balances in the checkpoints of `directory` with the engines.
 func expectSameBalances(checkpointDirectory directory: String, topic: String, expected: Expected,
                         sourceLocation: SourceLocation = #_sourceLocation) throws {
-    let configuration = EngineConfiguration(catalog: try Catalog.builtin(), calendar: try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai"))
+    let configuration = try e2eConfiguration()
     let store = CheckpointStore(directory: directory, logger: testLogger)
     for (p, engine) in expected.engines {
         let restored = try store.restore(topic: topic, partition: p, configuration: configuration)

@@ -42,8 +42,8 @@ public enum Timestamp {
     }
 
     /// The rest of a time from byte 13 (`:MM:SS`, fraction, offset; at least 20 bytes
-    /// given) added to its hour's start; nil unless the rest is valid. Bytes 13-18 are checked eight at a time, with
-    /// the hour's two bytes masked out.
+    /// given) added to its hour's start; nil unless the rest is valid. Bytes 13-18 are
+    /// checked eight at a time, with the hour's two bytes masked out.
     @inline(__always)
     private static func withinHour(_ s: UnsafeRawBufferPointer, hourStart: Int64) -> Int64? {
         let n = s.count
