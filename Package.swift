@@ -7,7 +7,8 @@ let package = Package(
     products: [
         .executable(name: "packmeter", targets: ["packmeter"]),
         .library(name: "PackMeterCore", targets: ["PackMeterCore"]),
-        .library(name: "PackMeterRuntime", targets: ["PackMeterRuntime"]),
+        .library(name: "PackMeterFiles", targets: ["PackMeterFiles"]),
+        .library(name: "PackMeterWorkload", targets: ["PackMeterWorkload"]),
         .library(name: "PackMeterKafka", targets: ["PackMeterKafka"]),
         .library(name: "PackMeterWorker", targets: ["PackMeterWorker"]),
     ],
@@ -39,16 +40,23 @@ let package = Package(
             name: "PackMeterKafka",
             dependencies: ["CRdKafka", .product(name: "Logging", package: "swift-log")]
         ),
-        // Files, clocks and jobs around the core: `rate`'s reader and writers.
+        // What packmeter keeps and reads on disk: checkpoint files, JSON-lines input and output,
+        // and the offline `rate` job over them; the process clocks.
         .target(
-            name: "PackMeterRuntime",
+            name: "PackMeterFiles",
             dependencies: ["PackMeterCore", "CLZ4", .product(name: "Logging", package: "swift-log")]
+        ),
+        // Synthetic usage for `generate`, the demo, the tests and the benchmarks: the event
+        // generator, and loading a topic with it.
+        .target(
+            name: "PackMeterWorkload",
+            dependencies: ["PackMeterCore", "PackMeterKafka"]
         ),
         // The streaming worker: `run`, `replay`, checkpoints, exactly-once outputs, HTTP.
         .target(
             name: "PackMeterWorker",
             dependencies: [
-                "CPackMeterSupport", "PackMeterCore", "PackMeterRuntime", "PackMeterKafka",
+                "CPackMeterSupport", "PackMeterCore", "PackMeterFiles", "PackMeterKafka",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -58,9 +66,10 @@ let package = Package(
             name: "packmeter",
             dependencies: [
                 "PackMeterCore",
-                "PackMeterRuntime",
+                "PackMeterFiles",
                 "PackMeterKafka",
                 "PackMeterWorker",
+                "PackMeterWorkload",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -68,12 +77,16 @@ let package = Package(
         ),
         .testTarget(
             name: "PackMeterCoreTests",
-            dependencies: ["PackMeterCore", "PackMeterRuntime", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["PackMeterCore", "PackMeterFiles", "PackMeterWorkload", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
+            name: "PackMeterWorkerTests",
+            dependencies: ["PackMeterCore", "PackMeterKafka", "PackMeterWorker"]
         ),
         // Against `packmeter mock-broker` and `packmeter run` started as processes.
         .testTarget(
             name: "PackMeterEndToEndTests",
-            dependencies: ["PackMeterCore", "PackMeterRuntime", "PackMeterKafka", "PackMeterWorker",
+            dependencies: ["PackMeterCore", "PackMeterFiles", "PackMeterKafka", "PackMeterWorker", "PackMeterWorkload",
                            .product(name: "Logging", package: "swift-log")]
         ),
     ]

@@ -30,7 +30,8 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "PackMeterCore", package: "packmeter"),
-                .product(name: "PackMeterRuntime", package: "packmeter"),
+                .product(name: "PackMeterFiles", package: "packmeter"),
+                .product(name: "PackMeterWorkload", package: "packmeter"),
             ],
             path: "Benchmarks/Decoding",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
@@ -40,7 +41,8 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "PackMeterCore", package: "packmeter"),
-                .product(name: "PackMeterRuntime", package: "packmeter"),
+                .product(name: "PackMeterFiles", package: "packmeter"),
+                .product(name: "PackMeterWorkload", package: "packmeter"),
             ],
             path: "Benchmarks/Pipeline",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
@@ -51,7 +53,8 @@ let package = Package(
                 .product(name: "Benchmark", package: "package-benchmark"),
                 "BenchmarkFixtures",
                 .product(name: "PackMeterCore", package: "packmeter"),
-                .product(name: "PackMeterRuntime", package: "packmeter"),
+                .product(name: "PackMeterFiles", package: "packmeter"),
+                .product(name: "PackMeterWorkload", package: "packmeter"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/Checkpoint",
@@ -62,7 +65,8 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "PackMeterCore", package: "packmeter"),
-                .product(name: "PackMeterRuntime", package: "packmeter"),
+                .product(name: "PackMeterFiles", package: "packmeter"),
+                .product(name: "PackMeterWorkload", package: "packmeter"),
                 .product(name: "PackMeterKafka", package: "packmeter"),
                 .product(name: "PackMeterWorker", package: "packmeter"),
                 .product(name: "Logging", package: "swift-log"),

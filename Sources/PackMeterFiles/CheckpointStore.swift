@@ -189,7 +189,7 @@ public struct CheckpointError: Error, Sendable, CustomStringConvertible {
 /// (MurmurHash3 x64/128 of every byte before it). Written to a temporary file, fsynced,
 /// renamed into place, and the directory fsynced: a crash leaves the old file or the new,
 /// never half of one under the real name.
-public final class CheckpointStore: @unchecked Sendable {
+public final class CheckpointStore: Sendable {
     public let directory: String
     public let keep: Int
     public let logger: Logger
@@ -414,8 +414,7 @@ public final class CheckpointStore: @unchecked Sendable {
         guard !candidates.isEmpty else { return nil }
         var damaged: [CheckpointError] = []
         for path in candidates {
-            let engine = PartitionEngine(catalog: configuration.catalog, calendar: configuration.calendar,
-                                         allowedLatenessMs: configuration.allowedLatenessMs, dedupeCapacity: configuration.dedupeCapacity)
+            let engine = configuration.makeEngine()
             do throws(CheckpointError) {
                 let header = try read(path, into: engine, configuration: configuration)
                 guard header.topic == topic && header.partition == partition else {

@@ -1,6 +1,6 @@
 import PackMeterCore
 
-/// `packmeter rate`: the rules offline on JSON lines, as one partition (CONTRACT.md).
+/// `packmeter rate`: the rules offline on JSON lines, as one partition (docs/contract.md).
 /// Source of each record: topic = the input as named, partition 0, offset = 0-based line.
 public struct RateJob {
     public var input: String

@@ -33,8 +33,7 @@ public struct KafkaConfiguration: Sendable {
 }
 
 /// Where librdkafka's own log lines go: a swift-log logger, set per handle.
-final class LogSink: @unchecked Sendable {
-    // Immutable after init; read from librdkafka's threads.
+final class LogSink: Sendable {
     let logger: Logger
     init(_ logger: Logger) { self.logger = logger }
 
@@ -57,6 +56,9 @@ final class LogSink: @unchecked Sendable {
 
 /// What librdkafka's callbacks reach through the handle's opaque pointer. Retained by the
 /// Swift object that owns the handle, for the handle's whole life.
+// Sound as `@unchecked Sendable`: librdkafka calls back on the threads of the owner's
+// `poll` and on its own log thread; subclasses' mutable fields are touched only by the
+// polling thread, and the log sink is immutable.
 class HandleContext: @unchecked Sendable {
     let logSink: LogSink
     init(logger: Logger) { logSink = LogSink(logger) }

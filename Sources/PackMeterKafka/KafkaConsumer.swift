@@ -5,6 +5,8 @@ import Logging
 /// A Kafka consumer: a consumer group member (`subscribe`) or a manually assigned reader
 /// (`assign`). Owns its `rd_kafka_t`. Used from one thread: `poll` serves the rebalance
 /// callback on the calling thread, so the handler runs where the partitions' state lives.
+// Sound as `@unchecked Sendable`: it is handed to the thread that uses it and used from that
+// one thread; the high-watermark cache it reads is librdkafka's, behind librdkafka's lock.
 public final class KafkaConsumer: @unchecked Sendable {
     /// A partition assignment change. For `assigned`, the handler returns where to start
     /// reading each partition (`KafkaOffset.beginning` or an offset); for `revoked` it
@@ -18,6 +20,8 @@ public final class KafkaConsumer: @unchecked Sendable {
 
     public typealias RebalanceHandler = (RebalanceEvent) throws -> [TopicPartition: Int64]
 
+    // Sound as `@unchecked Sendable`: its fields are touched only inside `poll`, on the
+    // consumer's thread.
     final class Context: HandleContext, @unchecked Sendable {
         var rebalance: RebalanceHandler?
         /// An error raised inside a callback, rethrown by the next `poll`.
@@ -264,6 +268,8 @@ public final class KafkaConsumer: @unchecked Sendable {
 }
 
 /// Messages from one poll. Their bytes stay valid until the next poll or `release()`.
+// Sound as `@unchecked Sendable`: billing threads read disjoint runs of it and release only
+// their own messages, while the polling thread waits for them (`concurrentPerform`).
 public final class MessageBatch: @unchecked Sendable {
     @usableFromInline let buffer: UnsafeMutablePointer<UnsafeMutablePointer<rd_kafka_message_t>?>
     public let capacity: Int

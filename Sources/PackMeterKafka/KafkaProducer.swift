@@ -15,7 +15,12 @@ public struct DeliveryReport: Sendable {
 /// waits until every queued message is acknowledged. A message that could not be
 /// delivered (after librdkafka's retries) is never ignored: the first failure is kept and
 /// `flush` throws it, so whoever flushes before declaring work done learns of it.
+// Sound as `@unchecked Sendable`: librdkafka's produce calls are thread-safe (billing threads
+// use `offer`); `poll`, `flush` and the delivery reports they serve stay on one thread,
+// the owner's.
 public final class KafkaProducer: @unchecked Sendable {
+    // Sound as `@unchecked Sendable`: its fields are touched only inside the owner's
+    // `poll` and `flush`, on the owner's thread.
     final class Context: HandleContext, @unchecked Sendable {
         var delivered: UInt64 = 0
         var failure: KafkaError?
@@ -173,6 +178,7 @@ public final class KafkaProducer: @unchecked Sendable {
 }
 
 /// A topic handle of a producer.
+// Sound as `@unchecked Sendable`: immutable, and librdkafka's topic handles are thread-safe.
 public final class ProducerTopic: @unchecked Sendable {
     public let name: String
     let handle: OpaquePointer

@@ -7,6 +7,8 @@ import Logging
 ///
 /// Limits of librdkafka 2.0.2's mock: each partition keeps only its newest 5 MiB or
 /// 100,000 batches (older records vanish as if by retention), and transactions are not real.
+// Sound as `@unchecked Sendable`: its handles are immutable pointers to librdkafka
+// objects that are thread-safe, and the mock cluster runs on librdkafka's own thread.
 public final class MockCluster: @unchecked Sendable {
     private let host: OpaquePointer
     private let cluster: OpaquePointer

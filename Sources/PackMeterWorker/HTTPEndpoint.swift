@@ -4,10 +4,12 @@ import Logging
 import PackMeterCore
 import ServiceLifecycle
 
-/// The worker's HTTP endpoint (CONTRACT.md, HTTP): balances of an account, Prometheus
+/// The worker's HTTP endpoint (docs/contract.md, HTTP): balances of an account, Prometheus
 /// metrics, liveness and readiness. A small blocking HTTP/1.1 server on a thread of its
 /// own, one request per connection; it reads the worker's published status, and asks the
 /// worker thread for balances (answered between batches).
+// Sound as `@unchecked Sendable`: `listener` is set in `run` before the serving thread starts
+// and closed by the graceful-shutdown handler, which only wakes that thread's `accept`.
 public final class HTTPEndpoint: Service, @unchecked Sendable {
     let worker: StreamingWorker
     let host: String
@@ -117,8 +119,8 @@ public final class HTTPEndpoint: Service, @unchecked Sendable {
         case "/healthz":
             return (200, "text/plain", "ok\n")
         case "/readyz":
-            let phase = worker.currentStatus.phase
-            return phase == .running ? (200, "text/plain", "ready\n") : (503, "text/plain", "\(phase.rawValue)\n")
+            let status = worker.currentStatus
+            return status.isReady ? (200, "text/plain", "ready\n") : (503, "text/plain", "\(status.phase.rawValue)\n")
         case "/metrics":
             return (200, "text/plain; version=0.0.4", Metrics.text(worker.currentStatus))
         default:

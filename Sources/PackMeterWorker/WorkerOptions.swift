@@ -1,6 +1,6 @@
 import PackMeterCore
 
-/// How a worker runs: the CONTRACT.md flags of `run` and `replay`.
+/// How a worker runs: the docs/contract.md flags of `run` and `replay`.
 public struct WorkerOptions: Sendable {
     public enum Mode: Sendable, Equatable {
         /// A consumer group member on the input topic, until stopped.
@@ -41,5 +41,14 @@ public struct WorkerOptions: Sendable {
     public init(brokers: String, engine: EngineConfiguration) {
         self.brokers = brokers
         self.engine = engine
+    }
+}
+
+extension WorkerOptions {
+    /// librdkafka properties that only a consumer takes (the producer would warn about them).
+    static func isConsumerProperty(_ name: String) -> Bool {
+        ["group.", "session.timeout", "heartbeat.", "max.poll.", "partition.assignment", "auto.", "enable.auto",
+         "fetch.", "queued.", "isolation.", "check.crcs", "enable.partition.eof", "coordinator.", "max.partition.fetch"]
+            .contains { name.hasPrefix($0) }
     }
 }

@@ -10,6 +10,8 @@ public struct WorkerStatus: Sendable {
     public var phase = Phase.starting
     public var counters = ProcessingCounters()
     public var assignedPartitions: [Int32] = []
+    /// Partitions opened whose restored positions are not yet the group's committed offsets.
+    public var restoredOffsetsToCommit = 0
     /// Per partition: next offset to read and the partition's end as last seen.
     public var positions: [Int32: (next: Int64, end: Int64?)] = [:]
     public var accounts = 0
@@ -19,17 +21,14 @@ public struct WorkerStatus: Sendable {
     public var dedupeEvictionsOpenMonth: UInt64 = 0
     public var outputsSuppressed: UInt64 = 0
     public var recordsLostToRetention: UInt64 = 0
-    /// Times parked fetchers were woken (`StreamingWorker.wakeParkedFetchers`).
+    /// Times parked fetchers were woken (`WorkerSession.wakeParkedFetchers`).
     public var fetchWakeups = 0
     /// Batches whose outputs did not all fit in the producer's queue from the billing
     /// threads, the rest produced by the worker thread as deliveries freed room.
     public var producerQueueFull = 0
     public var checkpointsWritten = 0
-    /// Checkpoints begun (engine copies taken); with the counts at the first record and
-    /// at the newest batch, how many fell while billing.
+    /// Checkpoints begun (engine copies taken).
     public var checkpointsStarted = 0
-    public var checkpointsStartedAtFirstRecord = 0
-    public var checkpointsStartedAtLastBatch = 0
     public var checkpointBytes = 0
     public var lastCheckpointStallMs = 0.0
     public var maxCheckpointStallMs = 0.0
@@ -38,17 +37,15 @@ public struct WorkerStatus: Sendable {
     public var recoverySeconds = 0.0
     public var restoreSeconds = 0.0
     public var startedAt = 0.0
-    /// When the first records of this run were polled, and when the newest batch was
-    /// billed and handed to the producer (monotonic seconds).
-    public var firstRecordAt: Double?
-    public var lastBatchAt = 0.0
-    /// The process's CPU seconds at those two moments, so that the cores kept busy while
-    /// billing can be told exactly.
-    public var cpuSecondsAtFirstRecord = 0.0
-    public var cpuSecondsAtLastBatch = 0.0
     public var updatedAt = 0.0
 
     public init() {}
+
+    /// Ready to be relied on (`/readyz`): billing, with partitions of its own, each restored
+    /// and with its restored position committed to the group.
+    public var isReady: Bool {
+        phase == .running && !assignedPartitions.isEmpty && restoredOffsetsToCommit == 0
+    }
 
     /// Records behind the partitions' ends, where known.
     public var lag: Int64 {

@@ -1,6 +1,5 @@
 import PackMeterCore
 import PackMeterKafka
-import PackMeterRuntime
 
 extension KafkaProducer {
     /// Produces the next `count` events of `generator` to `topic` (key: the account the

@@ -3,7 +3,8 @@ import Foundation
 import Logging
 import PackMeterCore
 import PackMeterKafka
-import PackMeterRuntime
+import PackMeterFiles
+import PackMeterWorkload
 import PackMeterWorker
 import Synchronization
 
@@ -20,6 +21,8 @@ struct DemoCommand: ParsableCommand {
             progress bar. Then it prints what happened: events/s, calls from free grants, \
             prepaid packs and overage, dead letters by reason, the busiest accounts with their \
             balances, and where the checkpoints are.
+
+            Formats and guarantees: docs/contract.md; the rules: docs/rules.md (in packmeter's repository).
             """
     )
 

@@ -2,7 +2,8 @@ import ArgumentParser
 import PackMeterCore
 import Logging
 import PackMeterKafka
-import PackMeterRuntime
+import PackMeterFiles
+import PackMeterWorkload
 import PackMeterWorker
 
 struct GenerateCommand: ParsableCommand {
@@ -16,6 +17,8 @@ struct GenerateCommand: ParsableCommand {
             Use it to size a deployment: packmeter generate --events 1000000 > usage.jsonl, \
             then packmeter rate usage.jsonl > /dev/null; or produce straight to a topic with \
             --brokers (key = account).
+
+            Formats and guarantees: docs/contract.md; the rules: docs/rules.md (in packmeter's repository).
             """
     )
 

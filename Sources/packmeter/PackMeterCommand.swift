@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import PackMeterCore
 import Logging
-import PackMeterRuntime
+import PackMeterFiles
 
 @main
 struct PackMeter: AsyncParsableCommand {
@@ -10,10 +10,12 @@ struct PackMeter: AsyncParsableCommand {
         commandName: "packmeter",
         abstract: "Meters API usage against free grants, prepaid packs and overage.",
         discussion: """
-            packmeter applies the billing rules of ../shared/RULES.md (a monthly free grant per \
-            account and pack, shared packs, prepaid packs, suspension, month close) to a log of \
-            usage events, and emits an overage record for every call neither the free grant nor \
-            a prepaid pack covers.
+            packmeter applies billing rules (a monthly free grant per account and pack, shared \
+            packs, prepaid packs, suspension, month close) to a log of usage events, and emits an \
+            overage record for every call neither the free grant nor a prepaid pack covers.
+
+            The rules: docs/rules.md. Formats, commands, HTTP and guarantees: docs/contract.md. \
+            Running it in production: README.md (both in packmeter's repository).
 
             Every flag can also be set with an environment variable PACKMETER_<FLAG>, e.g. \
             PACKMETER_TIME_ZONE=UTC for --time-zone; a flag on the command line wins.

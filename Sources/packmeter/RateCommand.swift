@@ -1,6 +1,6 @@
 import ArgumentParser
 import PackMeterCore
-import PackMeterRuntime
+import PackMeterFiles
 
 struct RateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,6 +16,8 @@ struct RateCommand: ParsableCommand {
             rejected by reason, billable calls from free grants, prepaid packs and overage, and \
             events/s; long inputs also get a progress line every few seconds. Future timestamps \
             are not checked (there is no record timestamp).
+
+            Formats and guarantees: docs/contract.md; the rules: docs/rules.md (in packmeter's repository).
             """
     )
 

@@ -3,11 +3,11 @@ import Foundation
 import Logging
 import PackMeterCore
 import PackMeterKafka
-import PackMeterRuntime
+import PackMeterFiles
 import PackMeterWorker
 import ServiceLifecycle
 
-/// The flags `run` and `replay` share (CONTRACT.md, command line).
+/// The flags `run` and `replay` share (docs/contract.md, command line).
 struct WorkerFlags: ParsableArguments {
     @Option(help: ArgumentHelp("Kafka bootstrap servers.", valueName: "host:port[,...]"))
     var brokers: String
@@ -136,6 +136,8 @@ struct RunCommand: AsyncParsableCommand {
             crash it resumes from the checkpoints and does not emit an output twice. SIGTERM \
             or SIGINT: finishes the batch in hand, checkpoints, commits, leaves the group and \
             exits 0. A status line is logged every --status-interval.
+
+            Formats and guarantees: docs/contract.md; the rules: docs/rules.md (in packmeter's repository).
             """
     )
 
@@ -159,6 +161,8 @@ struct ReplayCommand: AsyncParsableCommand {
             other topics for a dry re-bill) and the balances to its own --checkpoint-dir. An \
             interrupted replay resumes from its checkpoints. Prints a progress line with \
             records/s and ETA, and a summary at the end.
+
+            Formats and guarantees: docs/contract.md; the rules: docs/rules.md (in packmeter's repository).
             """
     )
 
@@ -203,6 +207,8 @@ struct MockBrokerCommand: ParsableCommand {
             SIGTERM or SIGINT. Without --topic it creates ocr.usage, ocr.overage and \
             ocr.usage.dlq with 8 partitions each. The mock keeps only the newest 5 MiB or \
             100,000 batches of each partition.
+
+            Formats and guarantees: docs/contract.md; the rules: docs/rules.md (in packmeter's repository).
             """
     )
 
@@ -254,9 +260,11 @@ struct BalancesCommand: ParsableCommand {
         abstract: "Print an account's balances from a checkpoint directory, as JSON.",
         discussion: """
             Looks for the account in the newest checkpoint of every partition of --input under \
-            --checkpoint-dir and prints its balances (CONTRACT.md format) on one line. The \
+            --checkpoint-dir and prints its balances (docs/contract.md format) on one line. The \
             checkpoint's own time zone, lateness and dedupe capacity are used; the catalog is the \
             built-in one or --catalog, and must be the one the checkpoint was written with.
+
+            Formats and guarantees: docs/contract.md; the rules: docs/rules.md (in packmeter's repository).
             """
     )
 

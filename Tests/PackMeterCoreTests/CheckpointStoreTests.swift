@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Testing
 @testable import PackMeterCore
-import PackMeterRuntime
+import PackMeterFiles
 
 @Suite("Checkpoints on disk: durable, verified, never silently empty")
 struct CheckpointStoreTests {

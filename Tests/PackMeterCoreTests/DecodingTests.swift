@@ -1,8 +1,8 @@
 import Testing
 @testable import PackMeterCore
 
-/// CONTRACT.md, input: every check in order and every dead-letter reason with its detail.
-@Suite("CONTRACT.md: how one record is judged")
+/// docs/contract.md, input: every check in order and every dead-letter reason with its detail.
+@Suite("docs/contract.md: how one record is judged")
 struct DecodingTests {
     let call = #"{"type":"call","id":"c1","account":"A","action":"GeneralBasicOCR","ts":"2026-11-03T10:00:00+08:00"}"#
 

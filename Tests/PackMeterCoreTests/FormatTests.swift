@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import PackMeterCore
 
-@Suite("CONTRACT.md: output records and balances, byte for byte")
+@Suite("docs/contract.md: output records and balances, byte for byte")
 struct FormatTests {
     @Test func overageRecord_matchesTheContract() {
         let ledger = Ledger(partition: 3)

@@ -1,5 +1,5 @@
 @testable import PackMeterCore
-import PackMeterRuntime
+import PackMeterFiles
 
 /// The built-in catalog, loaded once for all tests.
 let builtinCatalog: Catalog = {

@@ -1,6 +1,7 @@
 import Testing
 @testable import PackMeterCore
-import PackMeterRuntime
+import PackMeterFiles
+import PackMeterWorkload
 
 /// `EventDecoder.scanPlain` is a shortcut of the full scanner for plain records. Whatever
 /// bytes it is given, the decoder must come to the same outcome with it as without: the

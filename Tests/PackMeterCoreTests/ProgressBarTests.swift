@@ -1,4 +1,4 @@
-import PackMeterRuntime
+import PackMeterFiles
 import Testing
 
 /// The progress line of `demo` and `replay`: redrawn in place on a terminal, whole lines

@@ -1,6 +1,6 @@
 import Testing
 @testable import PackMeterCore
-import PackMeterRuntime
+import PackMeterFiles
 
 @Suite("Properties over generated logs")
 struct PropertyTests {

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 @testable import PackMeterCore
-import PackMeterRuntime
+import PackMeterFiles
 
 @Suite("packmeter rate: files in, overage records, dead letters and balances out")
 struct RateJobTests {

@@ -36,7 +36,7 @@ enum ModelEvent {
     }
 }
 
-/// The rules of RULES.md written a second time, as plainly as possible (dictionaries, sorts,
+/// The rules of docs/rules.md written a second time, as plainly as possible (dictionaries, sorts,
 /// no performance concerns), to check the engine against on generated logs.
 final class ReferenceModel {
     enum Outcome: Equatable {
@@ -145,7 +145,7 @@ final class ReferenceModel {
         }
     }
 
-    /// The watermark, month close and pack expiry of CONTRACT.md.
+    /// The watermark, month close and pack expiry of docs/contract.md.
     private func advance(_ ts: Int64) {
         if ts > watermark {
             watermark = ts

@@ -1,7 +1,7 @@
 import Testing
 @testable import PackMeterCore
 
-@Suite("RULES.md §2: the catalog")
+@Suite("docs/rules.md §2: the catalog")
 struct CatalogRuleTests {
     @Test func builtinCatalog_has46ActionsIn22Packs_each1000FreeCalls() {
         #expect(builtinCatalog.packs.count == 22)
@@ -33,7 +33,7 @@ struct CatalogRuleTests {
     }
 }
 
-@Suite("RULES.md §3: what a call costs")
+@Suite("docs/rules.md §3: what a call costs")
 struct CallCostTests {
     @Test func succeededCall_isBillable_whetherCodeIsAbsentEmptyOrSuccess() {
         let ledger = Ledger()
@@ -65,7 +65,7 @@ struct CallCostTests {
     }
 }
 
-@Suite("RULES.md §4: deduction order")
+@Suite("docs/rules.md §4: deduction order")
 struct DeductionOrderTests {
     @Test func thousandFreeCalls_thenOverage() {
         let ledger = Ledger()
@@ -93,7 +93,7 @@ struct DeductionOrderTests {
     }
 }
 
-@Suite("RULES.md §5: the free grant")
+@Suite("docs/rules.md §5: the free grant")
 struct FreeGrantTests {
     @Test func sharedPack_driverAndVehicleLicense_share1000() {
         let ledger = Ledger()
@@ -157,7 +157,7 @@ struct FreeGrantTests {
     }
 }
 
-@Suite("RULES.md §6: prepaid packs")
+@Suite("docs/rules.md §6: prepaid packs")
 struct PrepaidPackTests {
     @Test func prepaidPacks_usedOldestEffectiveFirst() {
         let ledger = Ledger()
@@ -294,7 +294,7 @@ struct PrepaidPackTests {
     }
 }
 
-@Suite("RULES.md §7: suspension")
+@Suite("docs/rules.md §7: suspension")
 struct SuspensionTests {
     @Test func suspended_drawsPrepaidThenOverage_resume_restoresTheMonthsRemainingFreeCalls() {
         let ledger = Ledger()
@@ -322,7 +322,7 @@ struct SuspensionTests {
     }
 }
 
-@Suite("RULES.md §8: order, time and duplicates")
+@Suite("docs/rules.md §8: order, time and duplicates")
 struct OrderTimeDuplicateTests {
     @Test func accountEvents_takeEffectAtTheirPositionInTheLog_notTheirTs() {
         let ledger = Ledger()

@@ -2,9 +2,10 @@ import Foundation
 import Testing
 @testable import PackMeterCore
 import PackMeterKafka
-import PackMeterRuntime
+import PackMeterFiles
+import PackMeterWorkload
 
-/// CONTRACT.md, guarantees: killed at any instant (SIGKILL) and started again with the same
+/// docs/contract.md, guarantees: killed at any instant (SIGKILL) and started again with the same
 /// checkpoint directory, the worker ends with the balances and outputs of an uninterrupted
 /// run — no call counted twice or lost, no output emitted twice.
 @Suite("Exactly once under SIGKILL, and replay", .serialized)
@@ -20,17 +21,12 @@ struct ExactlyOnceTests {
         return worker
     }
 
-    /// Waits until the worker has been given its partitions and has recovered them: its
-    /// restored positions are the group's committed offsets, so from then on a committed
-    /// offset is one of its checkpoints (a previous life's may point past a checkpoint that
-    /// was damaged or deleted since).
+    /// Waits until the worker is ready: it has been given its partitions, has recovered them,
+    /// and its restored positions are the group's committed offsets, so from then on a
+    /// committed offset is one of its checkpoints (a previous life's may point past a
+    /// checkpoint that was damaged or deleted since).
     func waitUntilAssigned(_ worker: ChildProcess, timeout: Double = 60) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline && worker.process.isRunning {
-            if worker.log.contains("group offsets set to the restored positions") { return true }
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        return false
+        worker.waitUntilReady(timeout: timeout)
     }
 
     /// Runs a last worker to the end of the log and stops it cleanly.

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import PackMeterCore
 import PackMeterKafka
-import PackMeterRuntime
+import PackMeterFiles
 
 /// `packmeter run` against `packmeter mock-broker`, both as separate processes, checked
 /// partition by partition against billing each partition alone (what `rate` does).
@@ -11,7 +11,8 @@ struct StreamingWorkerTests {
     /// Produces 30,000 events, runs one worker (with `extra` arguments) until the group has
     /// committed them all, stops it with SIGTERM, and checks its outputs and balances
     /// against billing each partition alone. Returns the worker's log.
-    func billOnce(_ name: String, seed: UInt64, extra: [String] = []) throws -> String {
+    /// Returns the worker's log and its metrics just before it was stopped.
+    func billOnce(_ name: String, seed: UInt64, extra: [String] = []) throws -> (log: String, metrics: (String) -> Double?) {
         let dir = temporaryDirectory(name)
         let broker = try MockBroker(topics: e2eTopics, directory: dir)
         defer { broker.stop() }
@@ -24,6 +25,8 @@ struct StreamingWorkerTests {
         try worker.start()
         let done = try waitUntilCommitted(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage") { worker.process.isRunning }
         #expect(done, "the worker did not catch up:\n\(worker.log.suffix(3000))")
+        var metrics: [String: Double] = [:]
+        for name in ["packmeter_fetch_wakeups_total", "packmeter_producer_queue_full_total"] { metrics[name] = worker.metric(name) }
         worker.signal(SIGTERM)
         #expect(worker.wait() == 0, "\(worker.log.suffix(3000))")
 
@@ -31,12 +34,11 @@ struct StreamingWorkerTests {
         #expect(actual.duplicates == 0)
         expectSameOutputs(actual.outputs, expected)
         try expectSameBalances(checkpointDirectory: "\(dir)/ckpt", topic: "ocr.usage", expected: expected)
-        return worker.log
+        return (worker.log, { metrics[$0] })
     }
 
     @Test func workerOutputsAndBalances_matchBillingEachPartitionAlone() throws {
-        let log = try billOnce("worker", seed: 1)
-        #expect(log.contains("stopped cleanly"))
+        _ = try billOnce("worker", seed: 1)
     }
 
     /// librdkafka 2.0 stops fetching while the consumer queue is full and may not look again
@@ -44,9 +46,9 @@ struct StreamingWorkerTests {
     /// a queue of a few hundred records that happens all the time: the outputs must still be
     /// exactly those of billing each partition alone.
     @Test func fullConsumerQueue_wokenFetchers_skipAndRepeatNothing() throws {
-        let log = try billOnce("parked", seed: 7, extra: ["--kafka-config", "queued.min.messages=300"])
-        let wakeups = log.matches(of: /fetch_wakeups=(\d+)/).last.flatMap { Int($0.1) } ?? 0
-        #expect(wakeups > 0, "the queue never filled up:\n\(log.suffix(3000))")
+        let run = try billOnce("parked", seed: 7, extra: ["--kafka-config", "queued.min.messages=300"])
+        let wakeups = run.metrics("packmeter_fetch_wakeups_total") ?? 0
+        #expect(wakeups > 0, "the queue never filled up:\n\(run.log.suffix(3000))")
     }
 
     /// Billing threads produce without serving delivery reports; when the producer's queue
@@ -54,9 +56,9 @@ struct StreamingWorkerTests {
     /// reports as it produces them. With a queue of 64 messages that happens all the time:
     /// the outputs must still be exactly those of billing each partition alone, in order.
     @Test func fullProducerQueue_outputsLeftToTheWorkerThread_areProducedOnceInOrder() throws {
-        let log = try billOnce("queuefull", seed: 9, extra: ["--kafka-config", "queue.buffering.max.messages=64"])
-        let full = log.matches(of: /producer_queue_full=(\d+)/).last.flatMap { Int($0.1) } ?? 0
-        #expect(full > 0, "the producer's queue never filled up:\n\(log.suffix(3000))")
+        let run = try billOnce("queuefull", seed: 9, extra: ["--kafka-config", "queue.buffering.max.messages=64"])
+        let full = run.metrics("packmeter_producer_queue_full_total") ?? 0
+        #expect(full > 0, "the producer's queue never filled up:\n\(run.log.suffix(3000))")
     }
 
     @Test func sigtermHalfway_thenStartAgain_givesTheOutputsOfOneRun() throws {
@@ -104,9 +106,15 @@ struct StreamingWorkerTests {
         // A second member joins: some partitions move to it, with their balances.
         let b = try ChildProcess("run-b", arguments: workerArguments(brokers: broker.bootstrap, checkpoints: "\(dir)/ckpt"), logDirectory: dir)
         try b.start()
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline && !(a.log.contains("revoked") && b.log.contains("restored ocr.usage[")) { Thread.sleep(forTimeInterval: 0.2) }
-        #expect(a.log.contains("revoked"), "\(a.log.suffix(2000))")
+        #expect(b.waitUntilReady(), "\(b.log.suffix(2000))")
+        // Each publishes its status a few times a second.
+        var owned = (a: 8.0, b: 0.0)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && !(owned.a < 8 && owned.a + owned.b == 8) {
+            owned = (a.metric("packmeter_assigned_partitions") ?? 8, b.metric("packmeter_assigned_partitions") ?? 0)
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(owned.a < 8 && owned.b > 0 && owned.a + owned.b == 8, "\(owned)\n\(a.log.suffix(2000))")
         #expect(b.log.contains("restored ocr.usage["), "\(b.log.suffix(2000))")
         // More records after the move, billed by the new owners on top of the moved balances.
         try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 10_000, seed: 33, startMs: 1_793_894_400_000)

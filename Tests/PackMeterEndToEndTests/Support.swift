@@ -3,7 +3,8 @@ import Logging
 import Testing
 @testable import PackMeterCore
 import PackMeterKafka
-import PackMeterRuntime
+import PackMeterFiles
+import PackMeterWorkload
 import PackMeterWorker
 
 /// The `packmeter` executable built beside this test bundle.
@@ -68,6 +69,87 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// The `--http` address the child was started with.
+    var httpAddress: String? {
+        guard let arguments = process.arguments, let i = arguments.firstIndex(of: "--http"), i + 1 < arguments.count else { return nil }
+        return arguments[i + 1]
+    }
+
+    /// `GET path` on the child's HTTP endpoint: status and body, or nil when it does not answer.
+    func get(_ path: String) -> (status: Int, body: String)? {
+        guard let address = httpAddress else { return nil }
+        return httpGet(address: address, path: path)
+    }
+
+    /// A counter or gauge of the child's `/metrics` (the sum over its label sets).
+    func metric(_ name: String) -> Double? {
+        guard let (status, body) = get("/metrics"), status == 200 else { return nil }
+        let samples = body.split(separator: "\n").filter { $0.hasPrefix(name + " ") || $0.hasPrefix(name + "{") }
+        guard !samples.isEmpty else { return nil }
+        return samples.compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+    }
+
+    /// Waits until `/readyz` answers 200: the worker owns its partitions, restored, and
+    /// their restored positions are the group's committed offsets.
+    func waitUntilReady(timeout: Double = 60) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline && process.isRunning {
+            if get("/readyz")?.status == 200 { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return false
+    }
+}
+
+/// A loopback TCP port nobody listens on now.
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+            precondition(bind(fd, pointer, length) == 0, "bind: \(errno)")
+            precondition(getsockname(fd, pointer, &length) == 0, "getsockname: \(errno)")
+        }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A plain HTTP/1.1 GET over loopback; nil if nothing answers within `timeout` seconds.
+func httpGet(address: String, path: String, timeout: Int = 2) -> (status: Int, body: String)? {
+    let parts = address.split(separator: ":")
+    guard parts.count == 2, let port = UInt16(parts[1]) else { return nil }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var wait = timeval(tv_sec: timeout, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+    var target = sockaddr_in()
+    target.sin_family = sa_family_t(AF_INET)
+    target.sin_addr.s_addr = inet_addr(String(parts[0]))
+    target.sin_port = port.bigEndian
+    let connected = withUnsafePointer(to: &target) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { return nil }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n\r\n".utf8)
+    guard send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count else { return nil }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n <= 0 { break }
+        response += buffer[0..<n]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    guard let statusLine = text.split(separator: "\r\n").first, let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) }),
+          let bodyStart = text.range(of: "\r\n\r\n") else { return nil }
+    return (status, String(text[bodyStart.upperBound...]))
 }
 
 /// `packmeter mock-broker` as a separate process, as the tests' broker.
@@ -328,10 +410,11 @@ let e2eTopics = ["ocr.usage:8", "ocr.overage:8", "ocr.usage.dlq:8"]
 /// batches and checkpoints between them (see `KafkaConsumer.fetchersMayBeParked`).
 let slowFetching = ["--kafka-config", "queued.min.messages=1000"]
 
-/// Arguments of a worker on the test broker, with quick checkpoints and group timeouts.
+/// Arguments of a worker on the test broker, with quick checkpoints and group timeouts, and
+/// an HTTP endpoint on a free port (for `/readyz` and `/metrics`).
 func workerArguments(_ command: String = "run", brokers: String, checkpoints: String, group: String = "packmeter",
                      extra: [String] = []) -> [String] {
     [command, "--brokers", brokers, "--checkpoint-dir", checkpoints, "--checkpoint-interval", "300ms",
-     "--status-interval", "2s", "--group", group,
+     "--status-interval", "2s", "--group", group, "--http", "127.0.0.1:\(freePort())",
      "--kafka-config", "session.timeout.ms=6000", "--kafka-config", "heartbeat.interval.ms=500"] + extra
 }

@@ -9,18 +9,20 @@ import Testing
 /// read-back start a restart derives from the end offsets checkpoints recorded.
 @Suite("Output ledger and read-back starts")
 struct OutputLedgerTests {
-    let topics = ["ocr.overage", "ocr.usage.dlq"]
+    let topics = OutputTopics(overage: "ocr.overage", deadLetters: "ocr.usage.dlq")
 
     func pending(_ partition: Int32) -> PendingCheckpoint {
         let catalog = try! Catalog.builtin()
         let calendar = try! BillingCalendar(timeZoneIdentifier: "Asia/Shanghai")
-        return PendingCheckpoint(partition: partition, nextOffset: 10, copy: EngineCopy(engine: PartitionEngine(catalog: catalog, calendar: calendar)),
-                                 counters: ProcessingCounters(), alreadyWritten: [], createdMs: 0)
+        let engine = EngineConfiguration(catalog: catalog, calendar: calendar).makeEngine()
+        return PendingCheckpoint(partition: partition, nextOffset: 10, copy: EngineCopy(engine: engine),
+                                 counters: ProcessingCounters(), alreadyWritten: [], createdMs: 0,
+                                 generation: ShardGeneration(rawValue: 1))
     }
 
     /// Numbers one output as a shard does: a sequence number, tagged with its topic.
-    func nextTag(_ ledger: OutputLedger, topicIndex: Int) -> UInt64 {
-        OutputLedger.tag(ledger.reserve(1), topicIndex: topicIndex)
+    func nextTag(_ ledger: OutputLedger, _ topic: OutputTopic) -> UInt64 {
+        OutputTag(sequence: ledger.reserve(1), topic: topic).rawValue
     }
 
     func ack(_ ledger: OutputLedger, _ tag: UInt64, partition: Int32, offset: Int64, error: Int32 = 0) {
@@ -30,11 +32,11 @@ struct OutputLedgerTests {
 
     @Test func aBarrierCompletes_onlyWhenEveryEarlierOutputIsAcknowledged_inAnyOrder() {
         let ledger = OutputLedger(topics: topics)
-        let a = nextTag(ledger, topicIndex: 0)
-        let b = nextTag(ledger, topicIndex: 1)
-        let c = nextTag(ledger, topicIndex: 0)
+        let a = nextTag(ledger, .overage)
+        let b = nextTag(ledger, .deadLetters)
+        let c = nextTag(ledger, .overage)
         ledger.raiseBarrier(for: [pending(3)])
-        let later = nextTag(ledger, topicIndex: 0)
+        let later = nextTag(ledger, .overage)
         ack(ledger, later, partition: 0, offset: 40)
         ack(ledger, c, partition: 2, offset: 7)
         ack(ledger, a, partition: 0, offset: 12)
@@ -49,10 +51,10 @@ struct OutputLedgerTests {
     @Test func aBarriersEndOffsets_coverItsOutputs_andNotTheOnesProducedAfterIt() {
         let ledger = OutputLedger(topics: topics)
         ledger.raise(to: ["ocr.overage": [0: 5, 1: 9, 2: 0], "ocr.usage.dlq": [0: 2, 1: 0]])
-        let before = nextTag(ledger, topicIndex: 0)
+        let before = nextTag(ledger, .overage)
         ledger.raiseBarrier(for: [pending(0)])
-        let after = nextTag(ledger, topicIndex: 0)
-        let dlqAfter = nextTag(ledger, topicIndex: 1)
+        let after = nextTag(ledger, .overage)
+        let dlqAfter = nextTag(ledger, .deadLetters)
         ack(ledger, after, partition: 0, offset: 30)
         ack(ledger, dlqAfter, partition: 1, offset: 4)
         ack(ledger, before, partition: 0, offset: 20)
@@ -66,7 +68,7 @@ struct OutputLedgerTests {
     @Test func aBarrierWithNothingInFlight_isCompleteAtOnce_withTheEndsSoFar() {
         let ledger = OutputLedger(topics: topics)
         ledger.raise(to: ["ocr.overage": [0: 0], "ocr.usage.dlq": [0: 0]])
-        let tag = nextTag(ledger, topicIndex: 1)
+        let tag = nextTag(ledger, .deadLetters)
         ack(ledger, tag, partition: 0, offset: 6)
         ledger.raiseBarrier(for: [pending(1), pending(2)])
         let done = ledger.takeCompleted()
@@ -88,9 +90,9 @@ struct OutputLedgerTests {
         #expect(sorted == Array(stride(from: UInt64(1), through: 7991, by: 10)))
         #expect(ledger.produced == 8000)
         ledger.raiseBarrier(for: [pending(0)])
-        for sequence in UInt64(1)...7999 { ack(ledger, OutputLedger.tag(sequence, topicIndex: Int(sequence % 2)), partition: 0, offset: Int64(sequence)) }
+        for sequence in UInt64(1)...7999 { ack(ledger, OutputTag(sequence: sequence, topic: sequence % 2 == 0 ? .overage : .deadLetters).rawValue, partition: 0, offset: Int64(sequence)) }
         #expect(ledger.takeCompleted().isEmpty, "output 8000 is not acknowledged")
-        ack(ledger, OutputLedger.tag(8000, topicIndex: 0), partition: 3, offset: 41)
+        ack(ledger, OutputTag(sequence: 8000, topic: .overage).rawValue, partition: 3, offset: 41)
         let done = ledger.takeCompleted()
         // Even sequences went to overage (the last at offset 7998), odd ones to dead letters.
         #expect(done.first?.endOffsets == ["ocr.overage": [0: 7999, 3: 42], "ocr.usage.dlq": [0: 8000]])
@@ -98,9 +100,9 @@ struct OutputLedgerTests {
 
     @Test func reportsHandedOverTogether_countAsOneByOne_andAFailedOneIsNotCounted() {
         let ledger = OutputLedger(topics: topics)
-        let tags = (0..<5).map { nextTag(ledger, topicIndex: $0 == 3 ? 1 : 0) }
+        let tags = (0..<5).map { nextTag(ledger, $0 == 3 ? .deadLetters : .overage) }
         ledger.raiseBarrier(for: [pending(1)])
-        let later = nextTag(ledger, topicIndex: 0)
+        let later = nextTag(ledger, .overage)
         var reports = [DeliveryReport(tag: later, partition: 0, offset: 50, errorCode: 0)]
         reports += tags.enumerated().map { n, tag in
             DeliveryReport(tag: tag, partition: Int32(n % 2), offset: Int64(10 + n), errorCode: n == 4 ? -192 : 0)
@@ -118,7 +120,7 @@ struct OutputLedgerTests {
 
     @Test func aFailedDelivery_neverCompletesTheBarrier() {
         let ledger = OutputLedger(topics: topics)
-        let tag = nextTag(ledger, topicIndex: 0)
+        let tag = nextTag(ledger, .overage)
         ledger.raiseBarrier(for: [pending(0)])
         ack(ledger, tag, partition: 0, offset: -1, error: -192)
         #expect(ledger.takeCompleted().isEmpty)
@@ -128,15 +130,26 @@ struct OutputLedgerTests {
     @Test func readBackStarts_takeTheSmallestEnd_andAPartitionAnyCheckpointMissesFromItsStart() {
         let a: [String: [Int32: Int64]] = ["ocr.overage": [0: 100, 1: 50], "ocr.usage.dlq": [0: 8]]
         let b: [String: [Int32: Int64]] = ["ocr.overage": [0: 70], "ocr.usage.dlq": [0: 9, 1: 4]]
-        let starts = StreamingWorker.scanStarts([a, b], outputTopics: topics)
+        let starts = OutputReadBack.scanStarts([a, b], outputTopics: topics)
         // overage 1 is not in b: from its start; dlq 1 is not in a: from its start.
         #expect(starts == ["ocr.overage": [0: 70], "ocr.usage.dlq": [0: 8]])
     }
 
     @Test func readBackStarts_aPartitionWithoutCheckpoint_readsEverythingFromTheStart() {
         let a: [String: [Int32: Int64]] = ["ocr.overage": [0: 100], "ocr.usage.dlq": [0: 8]]
-        #expect(StreamingWorker.scanStarts([a, nil], outputTopics: topics).isEmpty)
-        #expect(StreamingWorker.scanStarts([a, [:]], outputTopics: topics).isEmpty)
-        #expect(StreamingWorker.scanStarts([a], outputTopics: topics) == a)
+        #expect(OutputReadBack.scanStarts([a, nil], outputTopics: topics).isEmpty)
+        #expect(OutputReadBack.scanStarts([a, [:]], outputTopics: topics).isEmpty)
+        #expect(OutputReadBack.scanStarts([a], outputTopics: topics) == a)
+    }
+
+    @Test func anOutputTag_keepsItsSequenceAndTopic() {
+        for sequence: UInt64 in [1, 2, 1 << 40, (1 << 63) - 1] {
+            for topic in OutputTopic.allCases {
+                let tag = OutputTag(rawValue: OutputTag(sequence: sequence, topic: topic).rawValue)
+                #expect(tag.sequence == sequence && tag.topic == topic, "\(sequence) \(topic)")
+            }
+        }
+        #expect(topics.names == ["ocr.overage", "ocr.usage.dlq"])
+        #expect(topics[.deadLetters] == "ocr.usage.dlq")
     }
 }

@@ -3,7 +3,7 @@ import BenchmarkFixtures
 import Foundation
 import Logging
 import PackMeterCore
-import PackMeterRuntime
+import PackMeterFiles
 
 // Checkpoints of 1,000,000 accounts × 3 packs (one engine, as after a month of traffic,
 // dedupe window full): the copy taken on the processing thread (the only pause processing
@@ -23,7 +23,7 @@ final class BigState: @unchecked Sendable {
         let catalog = try! Catalog.builtin()
         let calendar = try! BillingCalendar(timeZoneIdentifier: "Asia/Shanghai")
         configuration = EngineConfiguration(catalog: catalog, calendar: calendar)
-        let engine = PartitionEngine(catalog: catalog, calendar: calendar)
+        let engine = configuration.makeEngine()
         self.engine = engine
         applyMillionAccounts(to: engine)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("packmeter-bench-\(getpid())").path

@@ -1,6 +1,7 @@
 import Benchmark
 import PackMeterCore
-import PackMeterRuntime
+import PackMeterFiles
+import PackMeterWorkload
 
 // Decoding typical call records (~150 bytes) from their bytes: JSON validation, the
 // contract's field checks, RFC 3339 parsing, account interning and id fingerprinting —
@@ -33,7 +34,7 @@ final class RecordSet: @unchecked Sendable {
         bytes = out.array
         self.ranges = ranges
         decoder = EventDecoder(catalog: catalog, calendar: calendar)
-        engine = PartitionEngine(catalog: catalog, calendar: calendar)
+        engine = EngineConfiguration(catalog: catalog, calendar: calendar).makeEngine()
     }
 
     var averageBytes: Int { ranges.reduce(0) { $0 + $1.count } / ranges.count }

@@ -24,7 +24,8 @@ final class CallWorkload: @unchecked Sendable {
     static func make(accounts: Int, events count: Int, skewed: Bool, dedupeCapacity: Int) -> (PartitionEngine, [CallEvent]) {
         let catalog = try! Catalog.builtin()
         let calendar = try! BillingCalendar(timeZoneIdentifier: "Asia/Shanghai")
-        let engine = PartitionEngine(catalog: catalog, calendar: calendar, dedupeCapacity: dedupeCapacity, expectedAccounts: accounts)
+        let engine = EngineConfiguration(catalog: catalog, calendar: calendar, dedupeCapacity: dedupeCapacity)
+            .makeEngine(expectedAccounts: accounts)
         var random = SplitMix64(seed: 42)
         let ids = (0..<accounts).map { engine.intern(account: "1000\(100_000_000 + $0)") }
         let start = Timestamp.parseRFC3339("2026-11-03T00:00:00+08:00")!

@@ -17,7 +17,7 @@ let benchmarks: @Sendable () -> Void = {
                                    maxDuration: .seconds(60), maxIterations: 3)) { benchmark in
         let catalog = try! Catalog.builtin()
         let calendar = try! BillingCalendar(timeZoneIdentifier: "Asia/Shanghai")
-        let engine = PartitionEngine(catalog: catalog, calendar: calendar)
+        let engine = EngineConfiguration(catalog: catalog, calendar: calendar).makeEngine()
         applyMillionAccounts(to: engine)
         let footprint = engine.memoryFootprint
         benchmark.measurement(.custom("bytes per live balance", useScalingFactor: false), footprint.balances / engine.liveBalanceCount)

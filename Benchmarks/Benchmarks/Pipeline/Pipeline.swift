@@ -1,6 +1,7 @@
 import Benchmark
 import PackMeterCore
-import PackMeterRuntime
+import PackMeterFiles
+import PackMeterWorkload
 
 // One partition end to end in memory: generated records (with purchases, suspensions,
 // duplicates and broken records mixed in) through decode, the rules, and the formatting of

@@ -75,7 +75,7 @@ extension Catalog {
         try self.init(name: name, packs: packs, billableErrorCodes: codes)
     }
 
-    /// The built-in catalog: Tencent Cloud OCR, 46 actions in 22 packs (RULES.md §2).
+    /// The built-in catalog: Tencent Cloud OCR, 46 actions in 22 packs (docs/rules.md §2).
     public static func builtin() throws(CatalogError) -> Catalog {
         guard let url = Bundle.module.url(forResource: "catalog", withExtension: "json"),
               let data = try? Data(contentsOf: url)

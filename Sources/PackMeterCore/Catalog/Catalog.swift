@@ -19,7 +19,7 @@ public struct ActionIndex: Hashable, Sendable {
 }
 
 /// What is billed and how much is free: the packs, the actions that draw on each, each
-/// pack's monthly free grant, and the error codes that are billed (RULES.md §2, §3).
+/// pack's monthly free grant, and the error codes that are billed (docs/rules.md §2, §3).
 ///
 /// The catalog is data: the built-in one (the 46 actions in 22 packs of Tencent Cloud OCR)
 /// ships as `catalog.json` in the package's resources, and `--catalog FILE` loads another.
@@ -28,7 +28,7 @@ public final class Catalog: Sendable {
     public struct Pack: Sendable, Equatable {
         public let id: String
         public let name: String
-        /// The free grant: calls per account per billing month (RULES.md §5).
+        /// The free grant: calls per account per billing month (docs/rules.md §5).
         public let freeCallsPerMonth: UInt32
         public let actions: [ActionIndex]
     }
@@ -41,7 +41,7 @@ public final class Catalog: Sendable {
     public let name: String
     public let packs: [Pack]
     public let actions: [Action]
-    /// Failed calls with these codes are billed (RULES.md §3).
+    /// Failed calls with these codes are billed (docs/rules.md §3).
     public let billableErrorCodes: [String]
     /// Identifies the rules: packs in order with their grants and actions, and the billable
     /// codes. Checkpoints record it; a checkpoint written under another catalog is refused.

@@ -1,4 +1,4 @@
-/// Decodes usage events from a record's bytes in place, applying the checks of CONTRACT.md
+/// Decodes usage events from a record's bytes in place, applying the checks of docs/contract.md
 /// ("How one record is judged", checks 1 and 2) in the contract's order.
 ///
 /// One pass validates the whole record as JSON and notes where each known field's value
@@ -186,10 +186,8 @@ public final class EventDecoder {
     /// whose values are plain strings (ASCII, no escapes) or integers, without whitespace.
     /// It notes the fields the full scan would note and returns true, or returns false at
     /// the first byte outside that shape and leaves the record to the full scan (which then
-    /// also finds any error): it accepts nothing the full scan rejects. With no whitespace
-    /// to skip between tokens and no kind of value to dispatch on, it took decoding a
-    /// typical call record (with interning its account and fingerprinting its id) from
-    /// 2,631 to 2,167 instructions (callgrind), and from 261 to 213 ns.
+    /// also finds any error): it accepts nothing the full scan rejects. It is faster for
+    /// having no whitespace to skip between tokens and no kind of value to dispatch on.
     func scanPlain(_ record: UnsafeRawBufferPointer) -> Bool {
         guard let p = record.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
         let end = record.count
@@ -239,9 +237,8 @@ public final class EventDecoder {
         return i < end && p[i] == 0x22 ? i : nil
     }
 
-    // `always`: as a call it kept the scanner's position in memory, loaded and stored
-    // around every byte it looked at; inlined, it stays in a register (a sixth fewer
-    // instructions a record).
+    // `always`: as a call it would keep the scanner's position in memory, loaded and stored
+    // around every byte it looks at; inlined, the position stays in a register.
     @inline(always)
     private func scanKnownValue(_ s: inout JSONScanner) throws(JSONSyntaxError) -> RawField {
         switch s.current {
@@ -326,7 +323,7 @@ public final class EventDecoder {
 
     private func judgeFields(_ event: inout DecodedEvent) throws(Rejection) {
         // The type decides which fields are required; an unknown type is reported after
-        // missing and invalid fields (CONTRACT.md check 2 order).
+        // missing and invalid fields (docs/contract.md check 2 order).
         var type: EventType? = .call
         let typeField = raw(.type)
         if typeField.kind == .string {

@@ -1,4 +1,4 @@
-/// The five kinds of input event (CONTRACT.md, input).
+/// The five kinds of input event (docs/contract.md, input).
 public enum EventType: UInt8, Sendable, CaseIterable {
     case call, purchase, refund, suspend, resume
 
@@ -13,12 +13,12 @@ public enum EventType: UInt8, Sendable, CaseIterable {
     }
 }
 
-/// Why an account was suspended (RULES.md §7: 欠费停服 / 违禁原因停服).
+/// Why an account was suspended (docs/rules.md §7: 欠费停服 / 违禁原因停服).
 public enum SuspendReason: UInt8, Sendable {
     case arrears, violation
 }
 
-/// Why a record became a dead letter (CONTRACT.md: rejected records). The set is closed:
+/// Why a record became a dead letter (docs/contract.md: rejected records). The set is closed:
 /// adding a reason is a contract change.
 public enum RejectReason: String, Sendable, CaseIterable {
     case oversized
@@ -61,7 +61,7 @@ public struct DecodedEvent {
     public var action = ActionIndex(0)
     public var pack = PackIndex(0)
     public var count: UInt32 = 1
-    /// Succeeded, or failed with a billable error code (RULES.md §3).
+    /// Succeeded, or failed with a billable error code (docs/rules.md §3).
     public var billable = true
     // purchase
     public var quantity: UInt32 = 0

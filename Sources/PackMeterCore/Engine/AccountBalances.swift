@@ -1,4 +1,4 @@
-/// An account's balances as shown everywhere (CONTRACT.md, balances): open months with any
+/// An account's balances as shown everywhere (docs/contract.md, balances): open months with any
 /// use of a pack, and the prepaid packs neither expired nor refunded.
 public struct AccountBalances: Equatable, Sendable {
     public struct PackMonth: Equatable, Sendable {

@@ -1,7 +1,7 @@
 import CPackMeterSupport
 
 /// The free-grant, prepaid and overage use of every (account, pack, billing month) in open
-/// months (RULES.md §4–§5), in one open-addressing table keyed by all three.
+/// months (docs/rules.md §4–§5), in one open-addressing table keyed by all three.
 ///
 /// A call's slot is found from the call alone (no per-account chain to walk), so the engine
 /// can prefetch it several calls ahead. Each slot is 32 bytes; the table stays between 1/2
@@ -48,10 +48,9 @@ final class BalanceTable {
         return Int(truncatingIfNeeded: mixed.multipliedFullWidth(by: UInt64(size)).high)
     }
 
-    /// Requests the line of `key`'s home slot and of the slot after it. A slot is half a
-    /// line, and at this load a lookup often takes a second probe: from an odd home that
-    /// is the next line, which waited for memory (a seventh of the skewed engine loop's
-    /// samples sat on it). Asking for both: 3–5% faster skewed, 13% with 1 M accounts.
+    /// Requests the line of `key`'s home slot and of the slot after it: a slot is half a
+    /// line, and at this table's load a lookup often takes a second probe, which from an odd
+    /// home is the next line.
     @inline(always)
     func prefetch(_ key: UInt64) {
         let slot = slots.base + home(key)

@@ -1,6 +1,6 @@
 import CPackMeterSupport
 
-/// The ids an engine remembers, to skip a repeated event (RULES.md §8, CONTRACT.md check 5).
+/// The ids an engine remembers, to skip a repeated event (docs/rules.md §8, docs/contract.md check 5).
 ///
 /// **Layout.** An id is remembered by a 112-bit fingerprint (of its bytes) plus the billing
 /// month it belongs to, in one 16-byte slot. Two generations are kept: new ids join the
@@ -15,14 +15,8 @@ import CPackMeterSupport
 /// against both reads two adjacent words, and a bucket (about 128 ids when the generation
 /// is full) is only scanned when the filter says the id may be there: for a repeat, or
 /// about one fresh id in 1,700. A scan requests all of the bucket's lines at once (its
-/// chunks lie anywhere in the pool).
-///
-/// The filter was 16 bits per id: one fresh id in 220 then paid a scan of about 1.3 µs of
-/// cache misses, a ninth of the engine's time on a skewed load. Prefetching the bucket
-/// (5% faster) and doubling the filter (3–8% more) took most of that back for 2 bytes per
-/// id of a full window; a window that never fills keeps a filter of the ids it holds.
-/// Two words per generation at 16 bits (three bits in each) also halved the scans, but
-/// their extra instructions cost what the scans saved.
+/// chunks lie anywhere in the pool). A window that never fills keeps a filter sized to the
+/// ids it holds.
 ///
 /// **The bound.** Each generation holds at most `generationCapacity` ids. When the current
 /// generation is full, the previous one is dropped and the current one becomes previous.
@@ -128,8 +122,8 @@ final class DedupeWindow {
         }
 
         /// Requests every cache line of `high`'s bucket before a scan. Its chunks lie
-        /// anywhere in the pool, so a plain scan took their misses one chunk after another
-        /// (about 1.3 µs for a full bucket); requested together they overlap. The chain
+        /// anywhere in the pool, so a plain scan would take their misses one chunk after
+        /// another; requested together they overlap. The chain
         /// itself (`heads`, `next`: 4 bytes a chunk) is small enough to stay in cache.
         @inline(always)
         func prefetchBucket(_ high: UInt64) {
@@ -461,9 +455,7 @@ final class DedupeWindow {
 /// generation and word 2j + 1 to the second; an id picks its pair j from its fingerprint
 /// and sets five bits in its generation's word. Testing an id against both generations
 /// reads two adjacent words, tests each against one mask, and takes no branch. No false
-/// negatives; at 32 bits per id about 0.05% false positives per full generation, and
-/// 0.4% at 16 (by simulation; at 16, four bits in each of four words were 0.32%, at nearly
-/// three times the instructions).
+/// negatives; at 32 bits per id, few false positives (docs/performance.md gives the rate).
 struct PairedBloomFilter {
     let words: FlatBuffer<UInt64>
     let pairMask: Int
@@ -508,10 +500,9 @@ struct PairedBloomFilter {
     }
 
     /// Sets the bits of every id of `ids` in generation `h`'s words. The ids are read in
-    /// pool order, which is memory order: bucket by bucket, the chunks of a bucket lie
-    /// anywhere in the pool, and a rebuild that followed them took a cache miss every few
-    /// ids: 2.5% of the Worker benchmark's CPU samples (each partition's filter grows twice
-    /// there), 0.9% in pool order. Each id's word is requested 16 ids ahead. A bucket's
+    /// pool order, which is memory order (a bucket's chunks lie anywhere in the pool, so
+    /// following buckets would take a cache miss every few ids). Each id's word is
+    /// requested 16 ids ahead. A bucket's
     /// unused slots are zero (a stored id's month tag never is) and are passed over.
     func insert(poolOf ids: DedupeWindow.Buckets, half h: Int) {
         let slots = ids.pool.base

@@ -8,7 +8,7 @@ public struct CallEvent: Sendable {
     /// Epoch milliseconds; must lie within `BillingCalendar.supportedRange`.
     public var ts: Int64
     public var count: UInt32
-    /// Succeeded, or failed with a billable error code (RULES.md §3).
+    /// Succeeded, or failed with a billable error code (docs/rules.md §3).
     public var billable: Bool
     public var id: Fingerprint128
 
@@ -23,7 +23,7 @@ public struct CallEvent: Sendable {
     }
 }
 
-/// How one call was settled: where its `count` calls came from (RULES.md §4).
+/// How one call was settled: where its `count` calls came from (docs/rules.md §4).
 /// `free + prepaid + overage == count` for an applied call.
 @frozen
 public struct Deduction: Sendable, Equatable {
@@ -49,15 +49,15 @@ public struct Deduction: Sendable, Equatable {
 public enum AccountEventOutcome: Equatable, Sendable {
     case applied
     case duplicate
-    /// A refund that RULES.md §6 does not allow; the detail says why.
+    /// A refund that docs/rules.md §6 does not allow; the detail says why.
     case refundRejected(String)
 }
 
 /// The billing state of one input partition, and the rules that change it.
 ///
 /// One engine per partition, owned by one writer: the state is a pure function of the
-/// partition's log (CONTRACT.md, deterministic). Account events take effect at their
-/// position in the log (RULES.md §8); calls are bucketed by their own `ts` in the billing
+/// partition's log (docs/contract.md, deterministic). Account events take effect at their
+/// position in the log (docs/rules.md §8); calls are bucketed by their own `ts` in the billing
 /// time zone (§5). Per account the engine keeps balance slots per (pack, month) for open
 /// months, prepaid packs in deduction order, and a suspended flag; per partition, the
 /// watermark (newest applied `ts`), the first open month and the dedupe window.
@@ -86,7 +86,7 @@ public final class PartitionEngine {
 
     let dedupe: DedupeWindow
 
-    /// The newest `ts` of the events applied on this partition (CONTRACT.md, watermark).
+    /// The newest `ts` of the events applied on this partition (docs/contract.md, watermark).
     public internal(set) var watermark: Int64 = .min
     /// Months before this one are closed.
     public internal(set) var firstOpenMonth: BillingMonth {
@@ -201,7 +201,7 @@ public final class PartitionEngine {
         calendar.start(of: month.next) &+ allowedLatenessMs
     }
 
-    /// RULES.md §8: the watermark only moves forward; passing a month's end plus the allowed
+    /// docs/rules.md §8: the watermark only moves forward; passing a month's end plus the allowed
     /// lateness closes the month (its balances and remembered ids are dropped), and passing
     /// a prepaid pack's `expires` drops the pack.
     @inline(__always)
@@ -240,15 +240,15 @@ public final class PartitionEngine {
         }
     }
 
-    // MARK: - Calls (RULES.md §3–§5, §7)
+    // MARK: - Calls (docs/rules.md §3–§5, §7)
 
     /// Applies one call event: checks 4 (month closed) and 5 (duplicate), then settles its
     /// billable calls from the free grant, prepaid packs in force, and overage, in that order.
     public func apply(_ call: CallEvent) -> Deduction { settle(call) }
 
-    /// `apply(_:)`'s body, which the batch loop and `PartitionProcessor` must inline: a
-    /// call per event costs more than a tenth of the work (`@inline(__always)` left it to
-    /// the optimizer's cost model, which declined).
+    /// `apply(_:)`'s body, inlined for certain into the apply loop: a call per event would
+    /// cost a noticeable share of the work, and `@inline(__always)` leaves the choice to
+    /// the optimizer's cost model.
     @inline(always)
     func settle(_ call: CallEvent) -> Deduction {
         let month = month(of: call.ts)
@@ -291,16 +291,26 @@ public final class PartitionEngine {
     /// `prefetchDistance` calls ahead, so that cache misses overlap instead of queueing.
     /// `results[i]` is call `i`'s deduction.
     public func apply(_ calls: UnsafeBufferPointer<CallEvent>, into results: UnsafeMutablePointer<Deduction>) {
-        let n = calls.count
-        let ahead = min(Self.prefetchDistance, n)
-        for i in 0..<ahead { prefetch(calls[i]) }
-        for i in 0..<n {
-            if i &+ ahead < n { prefetch(calls[i &+ ahead]) }
-            results[i] = settle(calls[i])
+        forEachPrefetching(calls.count, call: { calls[$0] }) { results[$0] = settle(calls[$0]) }
+    }
+
+    /// The apply loop: runs `body(i)` for every `i` in `0..<count`, in order, after
+    /// requesting the memory of the call `prefetchDistance` places ahead (`call(i)`; nil for
+    /// an event that is no call), so that cache misses overlap instead of queueing. Both
+    /// `apply(_:into:)` and `PartitionProcessor` bill through it.
+    @inline(__always)
+    func forEachPrefetching(_ count: Int, call: (Int) -> CallEvent?, _ body: (Int) -> Void) {
+        let ahead = min(Self.prefetchDistance, count)
+        for i in 0..<ahead {
+            if let next = call(i) { prefetch(next) }
+        }
+        for i in 0..<count {
+            if i &+ ahead < count, let next = call(i &+ ahead) { prefetch(next) }
+            body(i)
         }
     }
 
-    /// How many calls ahead `apply(_:into:)` prefetches.
+    /// How many calls ahead the apply loop prefetches.
     public static let prefetchDistance = 16
 
     /// Requests the memory applying `call` will touch. A hint only: it changes no state.
@@ -315,7 +325,7 @@ public final class PartitionEngine {
     }
 
     /// Takes up to `wanted` calls from the account's packs of `pack` in force at `ts`,
-    /// oldest effective first (RULES.md §6).
+    /// oldest effective first (docs/rules.md §6).
     @inline(never)
     private func drawPrepaid(first: UInt32, pack: UInt16, ts: Int64, wanted: UInt32) -> UInt32 {
         var taken: UInt32 = 0
@@ -332,7 +342,7 @@ public final class PartitionEngine {
         return taken
     }
 
-    // MARK: - Account events (RULES.md §6–§8)
+    // MARK: - Account events (docs/rules.md §6–§8)
 
     /// The dedupe month of an account event: its own month, or the first open one if that is
     /// closed, so that its id is remembered at least as long as a current call's.
@@ -381,7 +391,7 @@ public final class PartitionEngine {
     public static let refundWindowMs: Int64 = 7 * 86_400_000
 
     /// A refund removes a pack only if none of it was used and it comes within 7 days of
-    /// the purchase's `ts` (RULES.md §6). A rejected refund is not remembered.
+    /// the purchase's `ts` (docs/rules.md §6). A rejected refund is not remembered.
     public func applyRefund(account: AccountID, fingerprint: Fingerprint128, purchase: UnsafeRawBufferPointer, ts: Int64) -> AccountEventOutcome {
         if dedupe.contains(fingerprint) { return .duplicate }
         let purchaseName = String(decoding: purchase, as: UTF8.self)
@@ -402,7 +412,7 @@ public final class PartitionEngine {
         return .applied
     }
 
-    /// RULES.md §7: a suspended account gets no free grant until resumed.
+    /// docs/rules.md §7: a suspended account gets no free grant until resumed.
     public func applySuspension(account: AccountID, fingerprint: Fingerprint128, ts: Int64, suspended: Bool) -> AccountEventOutcome {
         if dedupe.contains(fingerprint) { return .duplicate }
         _ = dedupe.insert(fingerprint, monthTag: accountEventTag(ts), openMonthTag: firstOpenTag)

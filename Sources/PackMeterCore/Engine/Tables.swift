@@ -1,4 +1,4 @@
-/// A prepaid pack bought by an account (RULES.md §6): 48 bytes. An account's packs are
+/// A prepaid pack bought by an account (docs/rules.md §6): 48 bytes. An account's packs are
 /// chained through `next` in deduction order: effective first, ties in order received.
 struct PrepaidSlot: BitwiseCopyable {
     var effective: Int64

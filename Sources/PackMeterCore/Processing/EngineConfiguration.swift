@@ -21,10 +21,15 @@ public struct EngineConfiguration: Sendable {
         self.maxFutureSkewMs = maxFutureSkewMs
     }
 
-    /// A fresh engine and processor for one input partition.
-    public func makeProcessor(topic: String, partition: Int32) -> PartitionProcessor {
-        let engine = PartitionEngine(catalog: catalog, calendar: calendar, allowedLatenessMs: allowedLatenessMs,
-                                     dedupeCapacity: dedupeCapacity)
-        return PartitionProcessor(engine: engine, topic: topic, partition: partition, maxFutureSkewMs: maxFutureSkewMs)
+    /// An empty engine billing under this configuration; `expectedAccounts` sizes its
+    /// tables up front (they grow as needed either way).
+    public func makeEngine(expectedAccounts: Int = 1024) -> PartitionEngine {
+        PartitionEngine(catalog: catalog, calendar: calendar, allowedLatenessMs: allowedLatenessMs,
+                        dedupeCapacity: dedupeCapacity, expectedAccounts: expectedAccounts)
+    }
+
+    /// The processor of one input partition: over `engine` (a restored one), or a new one.
+    public func makeProcessor(topic: String, partition: Int32, engine: PartitionEngine? = nil) -> PartitionProcessor {
+        PartitionProcessor(engine: engine ?? makeEngine(), topic: topic, partition: partition, maxFutureSkewMs: maxFutureSkewMs)
     }
 }

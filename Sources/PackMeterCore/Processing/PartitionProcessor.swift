@@ -21,7 +21,7 @@ public struct InputRecord {
     }
 }
 
-/// Judges the records of one input partition in log order (CONTRACT.md, "How one record is
+/// Judges the records of one input partition in log order (docs/contract.md, "How one record is
 /// judged"): decode (checks 1–2), future timestamp (3), then the engine (4–6). Writes the
 /// overage records and dead letters each record produces into an `OutputBatch` and counts
 /// every outcome. Used as is by `packmeter rate` and by each shard of the streaming worker,
@@ -119,14 +119,10 @@ public final class PartitionProcessor {
             pending[k].call = CallEvent(account: engine.intern(account: pending[k].account), pack: event.pack, ts: event.ts,
                                         count: event.count, billable: event.billable, id: Fingerprint128(event.id))
         }
-        let distance = PartitionEngine.prefetchDistance
-        for k in 0..<min(distance, n) where pending[k].rejection < 0 && pending[k].event.type == .call {
-            engine.prefetch(pending[k].call)
-        }
-        for k in 0..<n {
-            if k + distance < n, pending[k + distance].rejection < 0, pending[k + distance].event.type == .call {
-                engine.prefetch(pending[k + distance].call)
-            }
+        let pending = self.pending
+        engine.forEachPrefetching(n, call: { k in
+            pending[k].rejection < 0 && pending[k].event.type == .call ? pending[k].call : nil
+        }) { k in
             apply(pending + k, record: records[Int(pending[k].record)], into: out)
         }
         return index

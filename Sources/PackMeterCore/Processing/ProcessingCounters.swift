@@ -1,5 +1,5 @@
 /// What happened to every record read: each ends in exactly one of `applied`,
-/// `duplicates`, `nonBillable` or one `rejected` reason (CONTRACT.md: never lost silently).
+/// `duplicates`, `nonBillable` or one `rejected` reason (docs/contract.md: never lost silently).
 public struct ProcessingCounters: Sendable, Equatable {
     public var recordsRead: UInt64 = 0
     /// Billable calls settled and account events that took effect.
@@ -9,7 +9,7 @@ public struct ProcessingCounters: Sendable, Equatable {
     public var nonBillable: UInt64 = 0
     /// Dead letters, indexed by `RejectReason.index`.
     public var rejected = [UInt64](repeating: 0, count: RejectReason.allCases.count)
-    /// Billable calls (sum of `count`) settled, by source (RULES.md §4).
+    /// Billable calls (sum of `count`) settled, by source (docs/rules.md §4).
     public var callsFree: UInt64 = 0
     public var callsPrepaid: UInt64 = 0
     public var callsOverage: UInt64 = 0

@@ -2,7 +2,7 @@ import Foundation
 
 /// The billing time zone's months and UTC offsets, precomputed once for years 1970–2199.
 ///
-/// RULES.md §5: a call belongs to the month of its own `ts` in the billing time zone
+/// docs/rules.md §5: a call belongs to the month of its own `ts` in the billing time zone
 /// (`Asia/Shanghai` by default), never to the month of processing. Foundation's zone data is
 /// consulted only here, at start; afterwards bucketing a timestamp is two array reads and
 /// formatting one is a binary search over the zone's offset changes.
@@ -158,7 +158,7 @@ public struct BillingCalendar: Sendable {
     }
 
     /// The same wall-clock instant one calendar year later (Feb 29 becomes Feb 28):
-    /// the default `expires` of a prepaid pack (RULES.md §6).
+    /// the default `expires` of a prepaid pack (docs/rules.md §6).
     public func oneYearAfter(_ instant: Int64) -> Int64 {
         let offsetMs = Int64(offsetSeconds(at: instant)) * 1000
         let local = instant + offsetMs
@@ -171,7 +171,7 @@ public struct BillingCalendar: Sendable {
     }
 
     /// Writes `instant` as RFC 3339 in the billing zone with milliseconds,
-    /// e.g. `2026-11-03T10:00:00.123+08:00` (CONTRACT.md: timestamps written by packmeter).
+    /// e.g. `2026-11-03T10:00:00.123+08:00` (docs/contract.md: timestamps written by packmeter).
     public func writeTimestamp(_ instant: Int64, to out: ByteWriter) {
         Timestamp.write(instant, offsetMinutes: offsetSeconds(at: instant) / 60, to: out)
     }

@@ -1,4 +1,4 @@
-/// A calendar month in the billing time zone (RULES.md §1, §5): the unit of the free grant.
+/// A calendar month in the billing time zone (docs/rules.md §1, §5): the unit of the free grant.
 ///
 /// Stored as `year * 12 + (month - 1)` so that consecutive months are consecutive integers.
 @frozen

@@ -9,8 +9,7 @@ public enum Timestamp {
 
     /// The same, remembering in `cache` the hour (`YYYY-MM-DDTHH`) of the last time parsed
     /// with it: a time of that same hour, as most of a stream's next times are, is only
-    /// read from its minutes on, and its date's checks and day count are skipped (about
-    /// 100 of the parse's 300 instructions, by callgrind over the decoder's loop).
+    /// read from its minutes on, and its date's checks and day count are skipped.
     public static func parseRFC3339(_ s: UnsafeRawBufferPointer, cache: inout RFC3339HourCache) -> Int64? {
         guard s.count >= 20, let p = s.baseAddress else { return nil }
         let head = p.loadUnaligned(as: UInt64.self)

@@ -3,24 +3,20 @@ import PackMeterKafka
 import Synchronization
 
 /// What the producer has had acknowledged, so that a checkpoint waits for the outputs of the
-/// records it covers without stopping processing to flush.
+/// records it covers without stopping processing to flush (step 3 of `ExactlyOnce.swift`).
 ///
-/// Every output is produced with a sequence number (its tag). A checkpoint copies its
-/// engines and then raises a *barrier* at the newest sequence number so far: the barrier
-/// completes when every output numbered at or below it is acknowledged, and only then is the
-/// checkpoint written. Meanwhile the barrier learns, for each output partition, the end of
-/// what was written before it (the highest acknowledged offset + 1 among its outputs, or
-/// the partition's end when this worker last read it back). The idempotent producer keeps
-/// the order of each partition, so every output produced after the barrier (the outputs of
-/// records the checkpoint does not cover) lands at or past that end: the end offsets a
-/// checkpoint records are where a restart must start reading back (`OutputRecovery`).
-///
-/// Owned by the worker thread; delivery reports arrive on it too (`KafkaProducer.poll`).
-/// Billing threads only take sequence numbers (`reserve`), for outputs they produce before
-/// the worker thread raises a barrier again.
+/// Every output is produced with an `OutputTag`. A checkpoint copies its engines and then
+/// raises a *barrier* at the newest sequence number so far: the barrier completes when
+/// every output numbered at or below it is acknowledged, and only then is the checkpoint
+/// written. Meanwhile the barrier learns, for each output partition, the end of what was
+/// written before it (the highest acknowledged offset + 1 among its outputs, or the
+/// partition's end when this worker last read it back): where a restart must start reading
+/// back.
+// Sound as `@unchecked Sendable`: billing threads only call `reserve` (an atomic); everything
+// else runs on the worker thread, which `owner` checks in debug builds. Delivery reports
+// arrive on the worker thread too (`KafkaProducer.poll`).
 final class OutputLedger: @unchecked Sendable {
-    /// The output topics, in the order of their tag bit.
-    let topics: [String]
+    let topics: OutputTopics
     /// The newest sequence number handed out.
     private let sequence = Atomic<UInt64>(0)
     private(set) var acknowledged: UInt64 = 0
@@ -28,8 +24,7 @@ final class OutputLedger: @unchecked Sendable {
     /// acknowledged or produced later.
     private var ends: [PartitionEnds]
     private var barriers: [Barrier] = []
-
-    private static let topicBit: UInt64 = 1 << 63
+    private let owner = ThreadOwner("OutputLedger")
 
     final class Barrier {
         /// Every output with a sequence number at or below this one must be acknowledged.
@@ -46,10 +41,9 @@ final class OutputLedger: @unchecked Sendable {
         }
     }
 
-    init(topics: [String]) {
-        precondition(topics.count == 2, "one tag bit tells the two output topics apart")
+    init(topics: OutputTopics) {
         self.topics = topics
-        ends = topics.map { _ in PartitionEnds() }
+        ends = OutputTopic.allCases.map { _ in PartitionEnds() }
     }
 
     /// The newest sequence number handed out; every output numbered at or below it is
@@ -61,29 +55,23 @@ final class OutputLedger: @unchecked Sendable {
         sequence.wrappingAdd(UInt64(count), ordering: .acquiringAndReleasing).oldValue + 1
     }
 
-    /// The tag of the output numbered `sequence`, to `topicIndex` (0: overage, 1: dead letters).
-    @inline(__always)
-    static func tag(_ sequence: UInt64, topicIndex: Int) -> UInt64 {
-        topicIndex == 0 ? sequence : sequence | topicBit
-    }
-
     /// Counts acknowledged outputs. Failed deliveries are not counted: the producer keeps
     /// the first failure and the worker stops on it.
     func delivered(_ reports: UnsafeBufferPointer<DeliveryReport>) {
-        // The ends are updated in a local: as a stored property each update was checked
-        // for exclusive access and for a shared array.
+        owner.check()
+        // A local copy: a stored property would be checked for exclusive access per report.
         var ends = self.ends
         self.ends = []
         defer { self.ends = ends }
         var acknowledgedNow: UInt64 = 0
         for report in reports where report.errorCode == 0 {
             acknowledgedNow += 1
-            let topic = report.tag & Self.topicBit == 0 ? 0 : 1
+            let tag = OutputTag(rawValue: report.tag)
+            let topic = tag.topic.rawValue
             let end = report.offset + 1
             ends[topic].raise(report.partition, to: end)
             guard !barriers.isEmpty else { continue }
-            let sequence = report.tag & ~Self.topicBit
-            for barrier in barriers where sequence <= barrier.lastSequence {
+            for barrier in barriers where tag.sequence <= barrier.lastSequence {
                 barrier.unacknowledged -= 1
                 barrier.ends[topic].raise(report.partition, to: end)
             }
@@ -94,14 +82,16 @@ final class OutputLedger: @unchecked Sendable {
     /// Output partitions' ends as read back after a flush: everything produced from now on
     /// lands at or past them.
     func raise(to highWatermarks: [String: [Int32: Int64]]) {
-        for (t, topic) in topics.enumerated() {
-            for (q, high) in highWatermarks[topic] ?? [:] { ends[t].raise(q, to: high) }
+        owner.check()
+        for topic in OutputTopic.allCases {
+            for (q, high) in highWatermarks[topics[topic]] ?? [:] { ends[topic.rawValue].raise(q, to: high) }
         }
     }
 
     /// Raises a barrier for `checkpoints`, whose engines were copied after every output of
     /// the records they cover was produced.
     func raiseBarrier(for checkpoints: [PendingCheckpoint]) {
+        owner.check()
         barriers.append(Barrier(lastSequence: produced, unacknowledged: Int(produced - acknowledged), ends: ends,
                                 checkpoints: checkpoints))
     }
@@ -111,19 +101,20 @@ final class OutputLedger: @unchecked Sendable {
     /// The barriers whose outputs are all acknowledged, removed from the ledger, with the
     /// end offsets their checkpoints record.
     func takeCompleted() -> [(checkpoints: [PendingCheckpoint], endOffsets: [String: [Int32: Int64]])] {
+        owner.check()
         guard barriers.contains(where: { $0.unacknowledged == 0 }) else { return [] }
         var done: [(checkpoints: [PendingCheckpoint], endOffsets: [String: [Int32: Int64]])] = []
         barriers.removeAll { barrier in
             guard barrier.unacknowledged == 0 else { return false }
-            done.append((barrier.checkpoints, Dictionary(uniqueKeysWithValues: zip(topics, barrier.ends.map(\.dictionary)))))
+            done.append((barrier.checkpoints, Dictionary(uniqueKeysWithValues: zip(topics.names, barrier.ends.map(\.dictionary)))))
             return true
         }
         return done
     }
 }
 
-/// Per output partition, the end of what is known written: an array by partition, as every
-/// acknowledged output updates it (a dictionary took a hash and a uniqueness check each).
+/// Per output partition, the end of what is known written. An array by partition: every
+/// acknowledged output updates it.
 struct PartitionEnds {
     /// -1 for a partition without an end yet.
     private var ends: [Int64] = []
@@ -141,17 +132,4 @@ struct PartitionEnds {
         for (p, end) in ends.enumerated() where end >= 0 { out[Int32(p)] = end }
         return out
     }
-}
-
-/// A checkpoint whose engine copy is taken, waiting for its barrier.
-struct PendingCheckpoint {
-    let partition: Int32
-    let nextOffset: Int64
-    let copy: EngineCopy
-    let counters: ProcessingCounters
-    let alreadyWritten: [Int64]
-    let createdMs: Int64
-    /// The shard the copy is of. If the partition is lost meanwhile (or lost and opened
-    /// again), the copy is dropped: it is no longer this worker's to checkpoint.
-    var shard: Shard? = nil
 }

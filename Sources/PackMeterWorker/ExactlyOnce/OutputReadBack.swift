@@ -1,24 +1,13 @@
 import Logging
 import PackMeterCore
 import PackMeterKafka
-import PackMeterRuntime
+import PackMeterFiles
 
-/// After a restart, finds which records of the partitions being restored already have their
-/// output (an overage record or a dead letter) in the output topics, so they are not
-/// emitted a second time (CONTRACT.md: no output `id` emitted twice).
-///
-/// Processing is deterministic: the output of input record (p, o) is the same bytes every
-/// time. A checkpoint of partition p covering offsets below N records, per output
-/// partition, an end offset at or past which lie all the outputs produced after the
-/// checkpoint's copy was taken, so every output this run produced for offsets ≥ N
-/// (`OutputLedger`).
-/// Outputs for offsets ≥ N that an earlier run (one that got further before dying) wrote
-/// may lie before them: the run that took the checkpoint knew those (it had found them when
-/// it started) and the checkpoint lists them (`alreadyWritten`). The scan reads every output
-/// partition from the smallest recorded end offset to its current end and collects the
-/// (p, o ≥ N) it finds; with the checkpoint's list, that is every output already written.
-/// Without a checkpoint it reads from the start.
-struct OutputRecovery {
+/// After a restart, finds which records of the partitions being opened already have their
+/// output (an overage record or a dead letter) in the output topics, so that they are not
+/// written a second time. Reads every output partition from where the restored checkpoints
+/// say (`scanStarts`) to its current end; see `ExactlyOnce.swift` for why that is enough.
+struct OutputReadBack {
     struct Result {
         /// Per input partition, the input offsets whose output is already written, ascending.
         var written: [Int32: [Int64]]
@@ -30,7 +19,7 @@ struct OutputRecovery {
 
     let brokers: String
     let inputTopic: String
-    let outputTopics: [String]
+    let outputTopics: OutputTopics
     let logger: Logger
 
     /// `resume[p]` is where partition p resumes; `scanFrom[topic][q]` where to start reading
@@ -41,7 +30,7 @@ struct OutputRecovery {
         var assignment: [(TopicPartition, Int64)] = []
         var ends: [TopicPartition: Int64] = [:]
         var highs: [String: [Int32: Int64]] = [:]
-        for topic in outputTopics {
+        for topic in outputTopics.names {
             guard let count = try consumer.partitionCount(topic, timeoutMs: 10_000) else {
                 throw WorkerError("output topic '\(topic)' does not exist on \(brokers)")
             }
@@ -79,7 +68,7 @@ struct OutputRecovery {
                    let from = resume[source.partition], source.offset >= from {
                     written[source.partition, default: []].append(source.offset)
                 }
-                for topic in outputTopics {
+                for topic in outputTopics.names {
                     let tp = TopicPartition(topic, message.partition)
                     if let end = ends[tp], remaining.contains(tp), message.offset + 1 >= end, message.topicIs(topic) {
                         remaining.remove(tp)
@@ -94,9 +83,22 @@ struct OutputRecovery {
     }
 }
 
-/// A fatal condition of the worker, with the reason an operator needs.
-public struct WorkerError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+extension OutputReadBack {
+    /// Where to start reading back each output partition: the smallest end offset any of the
+    /// restored checkpoints recorded for it. A partition or topic a checkpoint does not
+    /// list, or a partition opened without a checkpoint (nil), is read from its start
+    /// (absent from the result).
+    static func scanStarts(_ recorded: [[String: [Int32: Int64]]?], outputTopics: OutputTopics) -> [String: [Int32: Int64]] {
+        var starts: [String: [Int32: Int64]] = [:]
+        for topic in outputTopics.names {
+            let ends = recorded.map { $0?[topic] }
+            guard !ends.isEmpty, !ends.contains(where: { $0 == nil }) else { continue }
+            let partitions = Set(ends.flatMap { $0!.keys })
+            for q in partitions {
+                let from = ends.map { $0![q] ?? 0 }.min()!
+                if from > 0 { starts[topic, default: [:]][q] = from }
+            }
+        }
+        return starts
+    }
 }

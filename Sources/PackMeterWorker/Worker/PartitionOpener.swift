@@ -1,0 +1,83 @@
+import Logging
+import PackMeterCore
+import PackMeterKafka
+import PackMeterFiles
+
+/// Opens input partitions for billing: restores each from its newest usable checkpoint (or
+/// starts it empty at offset 0), then reads the output topics back to find the outputs
+/// already written past those checkpoints (`OutputReadBack`), so none is written twice.
+struct PartitionOpener {
+    let options: WorkerOptions
+    let store: CheckpointStore
+    let ledger: OutputLedger
+    let producer: KafkaProducer
+    let shards: ShardSet
+    let status: StatusPublisher
+    let logger: Logger
+
+    /// Opens `partitions` and adds their shards. Each shard resumes at a concrete offset (0
+    /// without a checkpoint), never the logical "beginning", which librdkafka resolves with a
+    /// request that can wait behind another partition's long-poll fetch.
+    func open(_ partitions: [Int32]) throws {
+        status.status.phase = .recovering
+        status.publish()
+        // Our own outputs still in flight (of partitions we lost or gave up) must be in the
+        // log before it is read back, or they would be missed and written again.
+        try producer.flush(timeoutMs: 60_000)
+        var opened: [(Shard, CheckpointHeader?)] = []
+        for p in partitions { opened.append(try restore(p)) }
+        let found = try readBack(opened)
+        for (shard, header) in opened {
+            // What the checkpoint knew to be written past its end offsets, and what was
+            // written after them.
+            shard.written = Array(Set((header?.alreadyWritten ?? []) + (found.written[shard.partition] ?? []))).sorted()
+            if !shard.written.isEmpty {
+                logger.info("\(options.inputTopic)[\(shard.partition)]: \(shard.written.count) outputs past the checkpoint are already written and will not be emitted again")
+            }
+            shards.insert(shard)
+        }
+        status.status.phase = .running
+    }
+
+    /// A shard for partition `p`, restored from its newest usable checkpoint or empty.
+    private func restore(_ p: Int32) throws -> (Shard, CheckpointHeader?) {
+        let started = monotonicSeconds()
+        let restored = try store.restore(topic: options.inputTopic, partition: p, configuration: options.engine)
+        let processor = options.engine.makeProcessor(topic: options.inputTopic, partition: p, engine: restored?.engine)
+        let shard = Shard(partition: p, processor: processor, nextOffset: restored?.header.nextOffset ?? 0,
+                          generation: shards.nextGeneration())
+        if let restored {
+            shard.checkpointedOffset = restored.header.nextOffset
+            shard.baseCounters = restored.header.counters
+            logger.info("restored \(options.inputTopic)[\(p)] from \(restored.path): offset \(restored.header.nextOffset), \(processor.engine.accountCount) accounts, \(Summary.format2(monotonicSeconds() - started)) s")
+        } else {
+            logger.info("no checkpoint for \(options.inputTopic)[\(p)]: starting from the beginning of the partition")
+        }
+        status.status.restoreSeconds += monotonicSeconds() - started
+        return (shard, restored?.header)
+    }
+
+    /// The outputs already written for records at or past each shard's resume offset.
+    private func readBack(_ opened: [(Shard, CheckpointHeader?)]) throws -> OutputReadBack.Result {
+        let scanFrom = OutputReadBack.scanStarts(opened.map { $0.1?.outputEndOffsets }, outputTopics: ledger.topics)
+        let resume = Dictionary(uniqueKeysWithValues: opened.map { ($0.0.partition, $0.0.nextOffset) })
+        logger.info("reading back outputs of partitions \(resume.keys.sorted()) (resuming at \(Self.describe(resume))) from \(scanFrom.isEmpty ? "the start" : Self.describe(scanFrom)) of the output topics")
+        let readBack = OutputReadBack(brokers: options.brokers, inputTopic: options.inputTopic, outputTopics: ledger.topics, logger: logger)
+        let found = try readBack.scan(resume: resume, scanFrom: scanFrom)
+        ledger.raise(to: found.highWatermarks)
+        status.status.recoveryRecordsScanned += found.recordsScanned
+        status.status.recoverySeconds += found.seconds
+        logger.info("read back \(found.recordsScanned) output records in \(Summary.format2(found.seconds)) s")
+        return found
+    }
+
+    /// `0:120 1:98`, partitions in order.
+    private static func describe(_ offsets: [Int32: Int64]) -> String {
+        offsets.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " ")
+    }
+
+    /// `ocr.overage 0:120 1:98; ocr.usage.dlq 0:7`, topics and partitions in order.
+    private static func describe(_ offsets: [String: [Int32: Int64]]) -> String {
+        offsets.sorted { $0.key < $1.key }.map { "\($0.key) \(describe($0.value))" }.joined(separator: "; ")
+    }
+}

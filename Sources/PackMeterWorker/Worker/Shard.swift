@@ -1,0 +1,205 @@
+import Logging
+import PackMeterCore
+import PackMeterKafka
+
+/// The shards of one batch, for the billing threads.
+// Sound as `@unchecked Sendable`: each shard is taken by exactly one of `concurrentPerform`'s
+// threads while the worker thread waits for them all, and `concurrentPerform` orders those
+// touches. A billing thread returns only its shard's messages to librdkafka, produces with
+// `KafkaProducer.offer` (which never serves delivery reports) and takes sequence numbers
+// from the ledger atomically.
+struct BillingWork: @unchecked Sendable {
+    let shards: [Shard]
+    let batch: MessageBatch
+    let sink: OutputSink
+    init(_ shards: [Shard], batch: MessageBatch, sink: OutputSink) {
+        self.shards = shards
+        self.batch = batch
+        self.sink = sink
+    }
+}
+
+/// Where the shards' outputs go.
+struct OutputSink {
+    let producer: KafkaProducer
+    let overage: ProducerTopic
+    let deadLetters: ProducerTopic
+    let ledger: OutputLedger
+
+    func topic(_ topic: OutputTopic) -> ProducerTopic {
+        switch topic {
+        case .overage: overage
+        case .deadLetters: deadLetters
+        }
+    }
+    /// The input topic, for log lines.
+    let topic: String
+    let logger: Logger
+}
+
+/// One input partition's engine and position: gathers the partition's runs of a batch,
+/// bills them and produces their outputs. Owned by the worker thread, and lent to one
+/// billing thread for the span of `concurrentPerform`.
+final class Shard {
+    let partition: Int32
+    let processor: PartitionProcessor
+    /// Which opening of the partition this is (see `PendingCheckpoint`).
+    let generation: ShardGeneration
+    /// The next input offset to process.
+    var nextOffset: Int64
+    /// The offset the newest durable checkpoint covers (-1: none).
+    var checkpointedOffset: Int64 = -1
+    var writeInFlight = false
+    /// Counters of the run that wrote the checkpoint this shard was restored from.
+    var baseCounters = ProcessingCounters()
+    /// Replay: stop before this offset; where this run started.
+    var stopOffset: Int64?
+    var startOffset: Int64 = 0
+    var done = false
+    var sawRecord = false
+    /// Input offsets whose output is already in the output topics, ascending.
+    var written: [Int64] = []
+    private var writtenCursor = 0
+    /// This batch's messages of this partition, as index ranges of the batch.
+    var runs: [Range<Int>] = []
+    var runsLength: Int { runs.reduce(0) { $0 + $1.count } }
+    var pending: [InputRecord] = []
+    let output = OutputBatch()
+    /// Which outputs of `output` to produce (all of them, or those listed when some were
+    /// already written), how many of them are produced, and the sequence number of the first.
+    private var producingAll = true
+    private var toProduce: [Int32] = []
+    private var producedCount = 0
+    private var firstSequence: UInt64 = 0
+    /// Counted while the shard is lent to a billing thread; the worker thread adds them to
+    /// its status.
+    var suppressed: UInt64 = 0
+    var lostToRetention: UInt64 = 0
+    /// A failure on the billing thread, for the worker thread to throw.
+    var failure: KafkaError?
+
+    init(partition: Int32, processor: PartitionProcessor, nextOffset: Int64, generation: ShardGeneration) {
+        self.partition = partition
+        self.processor = processor
+        self.nextOffset = nextOffset
+        self.generation = generation
+        pending.reserveCapacity(8192)
+    }
+
+    /// Takes this partition's runs of `batch`, bills them, produces their outputs (as far
+    /// as the producer's queue has room) and returns the messages to librdkafka.
+    func take(_ batch: MessageBatch, producingTo sink: OutputSink) {
+        gather(batch, sink)
+        billPending()
+        numberOutputs(sink.ledger)
+        do {
+            try produce(to: sink, waiting: false)
+        } catch {
+            failure = error
+        }
+        for run in runs { batch.release(run) }
+        runs.removeAll(keepingCapacity: true)
+    }
+
+    var hasOutputsLeft: Bool { producedCount < outputsToProduce }
+
+    private var outputsToProduce: Int { producingAll ? output.count : toProduce.count }
+
+    /// Produces the outputs `take` left for lack of room, serving delivery reports while the
+    /// queue is full: on the worker thread only.
+    func produceRest(to sink: OutputSink) throws(KafkaError) {
+        try produce(to: sink, waiting: true)
+    }
+
+    /// Turns this partition's runs of `batch` into `pending` records. Works on locals, which
+    /// are not checked for exclusive access per message as stored properties are.
+    private func gather(_ batch: MessageBatch, _ sink: OutputSink) {
+        var records = pending
+        pending = []
+        var next = nextOffset
+        var seen = sawRecord
+        defer {
+            pending = records
+            nextOffset = next
+            sawRecord = seen
+        }
+        for run in runs {
+            for i in run {
+                let message = batch[i]
+                if let stop = stopOffset, message.offset >= stop {
+                    done = true
+                    return
+                }
+                // Already billed: a fetch for the position before a seek.
+                if message.offset < next { continue }
+                if message.offset > next && (seen && records.isEmpty || !seen && checkpointedOffset >= 0) {
+                    let gap = message.offset - next
+                    lostToRetention += UInt64(gap)
+                    sink.logger.error(seen
+                        ? "\(sink.topic)[\(partition)]: records \(next)..<\(message.offset) are gone from the broker (retention) and were never billed"
+                        : "\(sink.topic)[\(partition)]: resuming at \(next) but the partition now starts at \(message.offset); \(gap) records were never billed")
+                }
+                seen = true
+                records.append(InputRecord(value: message.value, key: message.key, offset: message.offset,
+                                           timestampMs: message.timestampMs ?? InputRecord.noTimestamp))
+                next = message.offset + 1
+            }
+        }
+    }
+
+    /// Bills the records gathered for this partition into `output`.
+    func billPending() {
+        output.removeAll()
+        pending.withUnsafeBufferPointer { processor.process($0, into: output) }
+        pending.removeAll(keepingCapacity: true)
+    }
+
+    /// Leaves out the outputs already in the output topics and numbers the rest.
+    private func numberOutputs(_ ledger: OutputLedger) {
+        producedCount = 0
+        producingAll = written.isEmpty
+        toProduce.removeAll(keepingCapacity: true)
+        if !producingAll {
+            for (n, entry) in output.entries.enumerated() {
+                if isWritten(entry.sourceOffset) { suppressed += 1 } else { toProduce.append(Int32(n)) }
+            }
+        }
+        firstSequence = outputsToProduce == 0 ? 0 : ledger.reserve(outputsToProduce)
+    }
+
+    private func produce(to sink: OutputSink, waiting: Bool) throws(KafkaError) {
+        let count = outputsToProduce
+        while producedCount < count {
+            let entry = output.entries[producingAll ? producedCount : Int(toProduce[producedCount])]
+            let destination: OutputTopic = entry.kind == .overage ? .overage : .deadLetters
+            let topic = sink.topic(destination)
+            let tag = OutputTag(sequence: firstSequence + UInt64(producedCount), topic: destination).rawValue
+            if waiting {
+                try sink.producer.produce(topic, key: output.key(of: entry), value: output.value(of: entry), tag: tag)
+            } else if try !sink.producer.offer(topic, key: output.key(of: entry), value: output.value(of: entry), tag: tag) {
+                return
+            }
+            producedCount += 1
+        }
+    }
+
+    /// The already-written offsets at or after `offset`, for a checkpoint at `offset`.
+    func writtenFrom(_ offset: Int64) -> [Int64] {
+        guard writtenCursor < written.count else { return [] }
+        return written[writtenCursor...].filter { $0 >= offset }
+    }
+
+    /// Whether the output of input offset `offset` is already written. Offsets are asked in
+    /// increasing order.
+    @inline(__always)
+    func isWritten(_ offset: Int64) -> Bool {
+        guard writtenCursor < written.count else { return false }
+        while writtenCursor < written.count && written[writtenCursor] < offset { writtenCursor += 1 }
+        if writtenCursor < written.count && written[writtenCursor] == offset {
+            writtenCursor += 1
+            if writtenCursor == written.count { written = [] ; writtenCursor = 0 }
+            return true
+        }
+        return false
+    }
+}

@@ -1,0 +1,117 @@
+import CPackMeterSupport
+import Dispatch
+import Foundation
+import Logging
+import PackMeterCore
+import PackMeterKafka
+import PackMeterFiles
+import Synchronization
+
+/// The streaming worker (`packmeter run` and `packmeter replay`): consumes the input topic,
+/// bills each input partition with its own engine, produces overage records and dead
+/// letters, and checkpoints, exactly once across crashes (`ExactlyOnce.swift`).
+///
+/// Where things happen, following one record:
+/// - `WorkerSession` runs the loop: poll a batch, bill it, then whatever else is due;
+/// - `ShardSet.bill` splits the batch by partition and bills the partitions on every core;
+/// - `Shard` gathers one partition's records, bills them with its `PartitionProcessor` and
+///   produces the outputs, each tagged for the `OutputLedger`;
+/// - `Checkpointer` copies engines between batches, writes them once their outputs are
+///   acknowledged, and commits the offsets they cover;
+/// - `PartitionOpener` restores partitions as they are assigned and reads back what was
+///   already written; `LiveMode` and `ReplayMode` say where partitions come from;
+/// - `StatusPublisher` hands readers a copy of the status.
+///
+/// **Threads.** `run()` blocks its thread (the worker thread), which owns all state.
+/// librdkafka fetches and sends on its own threads; checkpoints are written on a background
+/// queue. Readers never lock an engine: they read the published status, or queue a balance
+/// query that the worker thread answers between batches.
+// Sound as `@unchecked Sendable`: the stored properties readers touch are a lock, an atomic
+// and immutable values; `finalReport` and `batchProbe` are written before or after `run()`.
+public final class StreamingWorker: @unchecked Sendable {
+    public let options: WorkerOptions
+    public let logger: Logger
+    let store: CheckpointStore
+
+    private let stopRequested = Atomic<Bool>(false)
+    private let published = Mutex(WorkerStatus())
+    private let queries = Mutex<[BalanceQuery]>([])
+
+    /// The busiest accounts when the worker stopped, for the demo's summary.
+    public internal(set) var finalReport: [AccountReport] = []
+
+    /// Called on the worker thread before and after each batch is billed. A probe for
+    /// benchmarks, nil otherwise; set it before `run()`.
+    public var batchProbe: ((BatchProbe) -> Void)?
+
+    public init(options: WorkerOptions, logger: Logger) {
+        self.options = options
+        self.logger = logger
+        store = CheckpointStore(directory: options.checkpointDirectory, keep: options.keepCheckpoints, logger: logger)
+    }
+
+    /// Asks the worker to finish the batch in hand, checkpoint, commit and return from `run`.
+    public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
+
+    public var isStopRequested: Bool { stopRequested.load(ordering: .relaxed) }
+
+    public var currentStatus: WorkerStatus { published.withLock { $0 } }
+
+    /// Runs until stopped (live) or until the replay range is done. Throws a fatal error;
+    /// the Kafka handles are closed when it returns either way.
+    public func run() throws {
+        let status = StatusPublisher(options: options, logger: logger) { [self] snapshot in
+            published.withLock { $0 = snapshot }
+        }
+        // Fetch, decompression and checkpoint buffers are freed and allocated again all
+        // the time; glibc's default would hand them back to the kernel each time.
+        pm_retain_freed_memory()
+        do {
+            let partitionCount = try ClusterProbe(options: options, logger: logger).waitForTopics()
+            let session = try WorkerSession(worker: self, inputPartitionCount: partitionCount, status: status)
+            try session.run()
+        } catch {
+            status.status.phase = WorkerStatus.Phase.stopped
+            status.publish()
+            throw error
+        }
+    }
+
+    // MARK: - Balance queries
+
+    /// An account's balances, answered by the worker thread between batches: nil when the
+    /// worker did not answer in time, `.some(nil)` when no partition it owns knows the account.
+    public func balances(account: String, month: BillingMonth?, timeoutSeconds: Double = 5) -> AccountBalances?? {
+        let query = BalanceQuery(account: account, month: month)
+        queries.withLock { $0.append(query) }
+        guard query.done.wait(timeout: .now() + timeoutSeconds) == .success else { return nil }
+        return .some(query.answer)
+    }
+
+    /// Answers the queued balance queries; on the worker thread.
+    func answerQueries(from shards: ShardSet) {
+        let pending = queries.withLock { list -> [BalanceQuery] in
+            defer { list.removeAll() }
+            return list
+        }
+        for query in pending {
+            query.answer = shards.balances(ofAccountNamed: query.account, month: query.month)
+            query.done.signal()
+        }
+    }
+
+    /// One reader's question and, once `done` is signalled, its answer.
+    // Sound as `@unchecked Sendable`: `answer` is written by the worker thread before it
+    // signals `done`, and read by the asker only after `done`.
+    final class BalanceQuery: @unchecked Sendable {
+        let account: String
+        let month: BillingMonth?
+        let done = DispatchSemaphore(value: 0)
+        var answer: AccountBalances?
+
+        init(account: String, month: BillingMonth?) {
+            self.account = account
+            self.month = month
+        }
+    }
+}

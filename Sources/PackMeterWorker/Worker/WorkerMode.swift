@@ -1,0 +1,156 @@
+import Logging
+import PackMeterCore
+import PackMeterKafka
+import PackMeterFiles
+
+/// What tells `run` from `replay`: where the partitions come from, whether offsets are
+/// committed, and when the work is done. Everything else the two share.
+protocol WorkerMode: AnyObject {
+    var consumer: KafkaConsumer { get }
+    /// Commits to the consumer group; nil where there is none.
+    var commit: Checkpointer.Commit? { get }
+    /// Takes partitions: joins the group (live) or opens and assigns the range (replay).
+    func start(_ session: WorkerSession) throws
+    /// After each turn of the loop; true once the work is done.
+    func turnIsLast(now: Double, shards: ShardSet) -> Bool
+    /// Once the loop has ended, before the final checkpoints.
+    func loopEnded(shards: ShardSet)
+    /// After the final checkpoints: leaves the group (live).
+    func leave()
+}
+
+/// `packmeter run`: a member of the consumer group until stopped. Partitions come and go
+/// with rebalances, which the session answers.
+final class LiveMode: WorkerMode {
+    let consumer: KafkaConsumer
+    private let relay: RebalanceRelay
+    private let options: WorkerOptions
+    private let logger: Logger
+
+    /// Passes the consumer's rebalance events to the session, which exists only after the
+    /// consumer does.
+    private final class RebalanceRelay {
+        weak var session: WorkerSession?
+
+        func handle(_ event: KafkaConsumer.RebalanceEvent) throws -> [TopicPartition: Int64] {
+            guard let session else { return [:] }
+            return try session.rebalance(event)
+        }
+    }
+
+    init(options: WorkerOptions, configuration: KafkaConfiguration, logger: Logger) throws {
+        let relay = RebalanceRelay()
+        self.relay = relay
+        self.options = options
+        self.logger = logger
+        consumer = try KafkaConsumer(bootstrapServers: options.brokers, groupID: options.group, configuration: configuration,
+                                     logger: logger) { event in try relay.handle(event) }
+    }
+
+    var commit: Checkpointer.Commit? {
+        { [consumer] offsets, wait throws(KafkaError) in try consumer.commit(offsets, wait: wait) }
+    }
+
+    func start(_ session: WorkerSession) throws {
+        relay.session = session
+        try consumer.subscribe([options.inputTopic])
+        logger.info("joined group '\(options.group)' on '\(options.inputTopic)' (\(session.inputPartitionCount) partitions)")
+    }
+
+    func turnIsLast(now: Double, shards: ShardSet) -> Bool { false }
+
+    func loopEnded(shards: ShardSet) {}
+
+    func leave() { consumer.close() }
+}
+
+/// `packmeter replay`: every partition of the input topic from `--from` to `--to`, without a
+/// group, then exit. Draws a progress line on standard error.
+final class ReplayMode: WorkerMode {
+    let consumer: KafkaConsumer
+    private let options: WorkerOptions
+    private let from: WorkerOptions.Position
+    private let to: WorkerOptions.Position
+    private let logger: Logger
+    private var progress = ProgressBar()
+    private var total: Int64 = 0
+    private var startedAt = 0.0
+
+    init(options: WorkerOptions, from: WorkerOptions.Position, to: WorkerOptions.Position, configuration: KafkaConfiguration,
+         logger: Logger) throws {
+        self.options = options
+        self.from = from
+        self.to = to
+        self.logger = logger
+        consumer = try KafkaConsumer(bootstrapServers: options.brokers, groupID: nil, configuration: configuration, logger: logger)
+    }
+
+    var commit: Checkpointer.Commit? { nil }
+
+    func start(_ session: WorkerSession) throws {
+        let tps = (0..<Int32(session.inputPartitionCount)).map { TopicPartition(options.inputTopic, $0) }
+        let (starts, stops) = try range(of: tps)
+        try session.open(tps.map(\.partition))
+        var assignment: [(TopicPartition, Int64)] = []
+        for tp in tps {
+            let shard = session.shards[tp.partition]!
+            shard.stopOffset = stops[tp.partition]!
+            if shard.checkpointedOffset < 0, let start = starts[tp.partition] {
+                // No checkpoint of this replay yet: begin at --from.
+                shard.nextOffset = start
+            }
+            shard.startOffset = max(shard.nextOffset, 0)
+            if shard.nextOffset >= stops[tp.partition]! { shard.done = true }
+            total += max(0, stops[tp.partition]! - shard.startOffset)
+            assignment.append((tp, shard.nextOffset))
+        }
+        try consumer.assign(assignment)
+        startedAt = monotonicSeconds()
+        logger.info("replaying \(options.inputTopic): \(tps.count) partitions, about \(total) records, into '\(options.outputTopic)' and '\(options.dlqTopic)'")
+    }
+
+    /// Per partition, where `--from` starts (absent: the partition's start or the replay's
+    /// own checkpoint) and where `--to` stops.
+    private func range(of tps: [TopicPartition]) throws -> (starts: [Int32: Int64], stops: [Int32: Int64]) {
+        var stops: [Int32: Int64] = [:]
+        for tp in tps { stops[tp.partition] = try consumer.watermarks(tp, timeoutMs: 10_000).high }
+        if case let .time(ms) = to {
+            for (tp, offset) in try consumer.offsets(forTime: ms, tps, timeoutMs: 10_000) {
+                stops[tp.partition] = offset < 0 ? stops[tp.partition]! : min(offset, stops[tp.partition]!)
+            }
+        }
+        var starts: [Int32: Int64] = [:]
+        if case let .time(ms) = from {
+            for (tp, offset) in try consumer.offsets(forTime: ms, tps, timeoutMs: 10_000) {
+                starts[tp.partition] = offset < 0 ? stops[tp.partition]! : offset
+            }
+        }
+        return (starts, stops)
+    }
+
+    func turnIsLast(now: Double, shards: ShardSet) -> Bool {
+        if options.progress { drawProgress(now: now, shards: shards, final: false) }
+        return !shards.isEmpty && shards.all.allSatisfy(\.done)
+    }
+
+    func leave() {}
+
+    func loopEnded(shards: ShardSet) {
+        if options.progress { drawProgress(now: monotonicSeconds(), shards: shards, final: true) }
+    }
+
+    /// `[######......] 1,234/5,678 records, 250k records/s, ETA 3 s`, when due (always when
+    /// `final`).
+    private func drawProgress(now: Double, shards: ShardSet, final: Bool) {
+        progress.draw(now: now, force: final) {
+            let done = shards.all.reduce(Int64(0)) { sum, shard in
+                sum + max(0, min(shard.nextOffset, shard.stopOffset ?? shard.nextOffset) - shard.startOffset)
+            }
+            let rate = Double(done) / max(now - startedAt, 0.001)
+            let total = max(self.total, done)
+            let eta = rate > 0 ? Double(total - done) / rate : 0
+            return "packmeter replay: \(ProgressBar.bar(done: done, total: total)) \(Summary.grouped(UInt64(done)))/\(Summary.grouped(UInt64(total))) records, \(Summary.compact(rate)) records/s, ETA \(Summary.format2(eta)) s"
+        }
+        if final { progress.finish() }
+    }
+}
