@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "PackMeterCore", targets: ["PackMeterCore"]),
         .library(name: "PackMeterFiles", targets: ["PackMeterFiles"]),
         .library(name: "PackMeterWorkload", targets: ["PackMeterWorkload"]),
+        // For the HTTP benchmark: the loopback client the tests use.
+        .library(name: "HTTPTestClient", targets: ["HTTPTestClient"]),
         .library(name: "PackMeterKafka", targets: ["PackMeterKafka"]),
         .library(name: "PackMeterWorker", targets: ["PackMeterWorker"]),
     ],
@@ -16,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // The HTTP server: many connections on one event loop, with timeouts and a bound.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // Prefetch hints and huge-page table allocation for the engine's hot tables; the
@@ -59,6 +63,10 @@ let package = Package(
                 "CPackMeterSupport", "PackMeterCore", "PackMeterFiles", "PackMeterKafka",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // The command line: parses arguments and wires the targets together.
@@ -79,14 +87,17 @@ let package = Package(
             name: "PackMeterCoreTests",
             dependencies: ["PackMeterCore", "PackMeterFiles", "PackMeterWorkload", .product(name: "Logging", package: "swift-log")]
         ),
+        // A loopback HTTP client for the tests of the HTTP server.
+        .target(name: "HTTPTestClient", path: "Tests/TestSupport"),
         .testTarget(
             name: "PackMeterWorkerTests",
-            dependencies: ["PackMeterCore", "PackMeterKafka", "PackMeterWorker"]
+            dependencies: ["PackMeterCore", "PackMeterKafka", "PackMeterWorker", "HTTPTestClient",
+                           .product(name: "NIOHTTP1", package: "swift-nio")]
         ),
         // Against `packmeter mock-broker` and `packmeter run` started as processes.
         .testTarget(
             name: "PackMeterEndToEndTests",
-            dependencies: ["PackMeterCore", "PackMeterFiles", "PackMeterKafka", "PackMeterWorker", "PackMeterWorkload",
+            dependencies: ["PackMeterCore", "PackMeterFiles", "PackMeterKafka", "PackMeterWorker", "PackMeterWorkload", "HTTPTestClient",
                            .product(name: "Logging", package: "swift-log")]
         ),
     ]

@@ -8,6 +8,7 @@ let package = Package(
         .package(name: "packmeter", path: "../"),
         .package(url: "https://github.com/ordo-one/package-benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // Workloads more than one suite builds.
@@ -72,6 +73,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/Worker",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+        .executableTarget(
+            name: "HTTP",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "PackMeterCore", package: "packmeter"),
+                .product(name: "PackMeterKafka", package: "packmeter"),
+                .product(name: "PackMeterWorker", package: "packmeter"),
+                .product(name: "PackMeterWorkload", package: "packmeter"),
+                .product(name: "HTTPTestClient", package: "packmeter"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Benchmarks/HTTP",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
         .executableTarget(

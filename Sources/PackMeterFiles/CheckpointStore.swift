@@ -206,6 +206,38 @@ public final class CheckpointStore: Sendable {
         self.logger = logger
     }
 
+    /// Which command keeps its checkpoints in a directory.
+    public enum Writer: String, Sendable {
+        case run
+        case replay
+    }
+
+    /// The file naming the command that writes to the directory.
+    static let writerMarker = ".packmeter-writer"
+
+    /// Claims the directory for `writer`, or says why not. `run` always may (a replay's
+    /// balances are a valid start for a live worker). `replay` may only take a directory
+    /// that is new, empty or a replay's own: pointed at a live group's directory it would
+    /// restore the live state, re-bill nothing and write into it.
+    public func claim(for writer: Writer) throws(CheckpointClaimError) {
+        let fm = FileManager.default
+        let marker = "\(directory)/\(Self.writerMarker)"
+        let owner = (try? String(contentsOfFile: marker, encoding: .utf8)).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        if writer == .replay && owner != Writer.replay.rawValue {
+            let entries = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter { $0 != Self.writerMarker }
+            if owner == Writer.run.rawValue || !entries.isEmpty {
+                throw CheckpointClaimError(message: "\(directory) holds checkpoints \(owner == Writer.run.rawValue ? "of packmeter run (a live group's state)" : "not written by packmeter replay"); replay keeps its own: give it another --checkpoint-dir (default ./replay-checkpoints)")
+            }
+        }
+        guard owner != writer.rawValue else { return }
+        do {
+            try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data((writer.rawValue + "\n").utf8).write(to: URL(fileURLWithPath: marker), options: .atomic)
+        } catch {
+            throw CheckpointClaimError(message: "cannot write to the checkpoint directory \(directory): \(error.localizedDescription)")
+        }
+    }
+
     public func partitionDirectory(topic: String, partition: Int32) -> String {
         "\(directory)/\(Self.safeName(topic))/\(partition)"
     }
@@ -452,4 +484,10 @@ public enum FaultInjection {
         kill(getpid(), SIGKILL)
         _exit(137)
     }
+}
+
+/// Why a command may not use a checkpoint directory.
+public struct CheckpointClaimError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
 }

@@ -36,6 +36,9 @@ public final class LineReader {
     private var eof = false
     public let lineBytesMax: Int
     public private(set) var bytesRead: UInt64 = 0
+    /// The timestamp every record gets, as a Kafka record has its own: future times are
+    /// judged against it (`rate --now`).
+    public var recordTimestampMs = InputRecord.noTimestamp
 
     /// Opens `path`, or standard input for `-`.
     public init(path: String, lineBytesMax: Int = EventDecoder.recordBytesMax + 1, blockBytes: Int = 4 << 20) throws(IOError) {
@@ -79,7 +82,7 @@ public final class LineReader {
         func deliverOverlong() throws {
             try flush()
             try overlongHead.withUnsafeBytes { head in
-                var record = InputRecord(value: head, offset: line, fullLength: overlongLength)
+                var record = InputRecord(value: head, offset: line, timestampMs: recordTimestampMs, fullLength: overlongLength)
                 try withUnsafePointer(to: &record) { try body(UnsafeBufferPointer(start: $0, count: 1)) }
             }
             line += 1
@@ -93,7 +96,8 @@ public final class LineReader {
                     overlongLength += lineEnd - start
                     try deliverOverlong()
                 } else {
-                    batch.append(InputRecord(value: UnsafeRawBufferPointer(start: buffer + start, count: lineEnd - start), offset: line))
+                    batch.append(InputRecord(value: UnsafeRawBufferPointer(start: buffer + start, count: lineEnd - start), offset: line,
+                                             timestampMs: recordTimestampMs))
                     line += 1
                     if batch.count == batchMax { try flush() }
                 }
@@ -114,7 +118,8 @@ public final class LineReader {
                 if skipping {
                     try deliverOverlong()
                 } else if end > start {
-                    batch.append(InputRecord(value: UnsafeRawBufferPointer(start: buffer + start, count: end - start), offset: line))
+                    batch.append(InputRecord(value: UnsafeRawBufferPointer(start: buffer + start, count: end - start), offset: line,
+                                             timestampMs: recordTimestampMs))
                     line += 1
                     try flush()
                 }
@@ -213,6 +218,13 @@ public func monotonicSeconds() -> Double { seconds(on: CLOCK_MONOTONIC) }
 
 /// CPU seconds this process has used so far, all threads, user and system.
 public func processCPUSeconds() -> Double { seconds(on: CLOCK_PROCESS_CPUTIME_ID) }
+
+/// Wall-clock time, epoch milliseconds.
+public func wallClockMs() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+}
 
 private func seconds(on clock: clockid_t) -> Double {
     var ts = timespec()

@@ -10,6 +10,9 @@ public struct RateJob {
     public var configuration: EngineConfiguration
     /// Print a progress line on stderr every few seconds once the input takes longer than 3 s.
     public var progress: Bool
+    /// What "now" is (epoch ms): a `ts` more than the configuration's future skew after it is
+    /// `future_timestamp`, so that one far-future call cannot close every open month.
+    public var nowMs: Int64?
 
     public init(input: String, overageOut: String?, dlqOut: String?, balancesOut: String?,
                 configuration: EngineConfiguration, progress: Bool = true) {
@@ -31,9 +34,11 @@ public struct RateJob {
 
     public func run() throws -> Result {
         let reader = try LineReader(path: input)
+        if let nowMs { reader.recordTimestampMs = nowMs }
         let overage = try overageOut.map { path throws(IOError) in try FileOutput(path: path) }
         let dlq = try dlqOut.map { path throws(IOError) in try FileOutput(path: path) }
         let processor = configuration.makeProcessor(topic: input, partition: 0)
+        processor.recordTimestampName = "the time of the run (--now)"
         let batch = OutputBatch()
         let started = monotonicSeconds()
         var lastReport = started
@@ -130,6 +135,11 @@ public enum Summary {
         lines.append(row("  prepaid packs", c.callsPrepaid))
         lines.append(row("  overage", c.callsOverage) + "  in \(grouped(c.overageRecords)) overage records")
         return lines
+    }
+
+    /// The dedupe window's line of a summary: ids dropped because the window was full.
+    public static func evictionLine(all: UInt64, openMonth: UInt64) -> String {
+        row("dedupe evictions", all) + (all == 0 ? "" : "  \(grouped(openMonth)) of open months: their repeats would be billed again (raise --dedupe-capacity)")
     }
 
     static func row(_ label: String, _ value: UInt64) -> String {

@@ -17,6 +17,11 @@ public struct KafkaConfiguration: Sendable {
 
     /// A new `rd_kafka_conf_t` with every property set; the caller owns it until it is given
     /// to `rd_kafka_new`.
+    /// Checks that librdkafka knows every property and accepts its value.
+    public func validate() throws(KafkaError) {
+        rd_kafka_conf_destroy(try make())
+    }
+
     func make() throws(KafkaError) -> OpaquePointer {
         let conf = rd_kafka_conf_new()!
         var errorText = [CChar](repeating: 0, count: 512)

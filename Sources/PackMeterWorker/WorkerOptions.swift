@@ -45,6 +45,32 @@ public struct WorkerOptions: Sendable {
 }
 
 extension WorkerOptions {
+    /// Why a librdkafka property given with `--kafka-config` would break the worker's design
+    /// (offsets committed only after their checkpoint is durable, outputs written once and
+    /// in order), or nil when it may be set.
+    public static func refusedProperty(_ name: String, value: String) -> String? {
+        switch name {
+        case "enable.auto.commit", "auto.commit.enable":
+            "offsets are committed only once the checkpoint covering them is durable"
+        case "enable.auto.offset.store":
+            "the worker stores no offsets of its own; checkpoints carry them"
+        case "auto.offset.reset" where value != "earliest" && value != "smallest" && value != "beginning":
+            "a partition whose records were deleted must resume at the oldest record left, not skip ahead"
+        case "group.id":
+            "use --group"
+        case "bootstrap.servers", "metadata.broker.list":
+            "use --brokers"
+        case "enable.idempotence" where value != "true":
+            "outputs must be written once and in order (exactly once rests on it)"
+        case "acks" where value != "all" && value != "-1", "request.required.acks" where value != "all" && value != "-1":
+            "an output counts as written only once every in-sync replica has it"
+        case "transactional.id":
+            "packmeter does not use Kafka transactions"
+        default:
+            nil
+        }
+    }
+
     /// librdkafka properties that only a consumer takes (the producer would warn about them).
     static func isConsumerProperty(_ name: String) -> Bool {
         ["group.", "session.timeout", "heartbeat.", "max.poll.", "partition.assignment", "auto.", "enable.auto",

@@ -8,7 +8,12 @@ public struct WorkerStatus: Sendable {
     }
 
     public var phase = Phase.starting
+    /// This process's counts: every record it billed, each once, whatever partitions came
+    /// and went; they never go backwards.
     public var counters = ProcessingCounters()
+    /// Records billed a second time after a partition was taken away and given back (the
+    /// counts above leave them out).
+    public var recordsRebilled: UInt64 = 0
     public var assignedPartitions: [Int32] = []
     /// Partitions opened whose restored positions are not yet the group's committed offsets.
     public var restoredOffsetsToCommit = 0
@@ -17,8 +22,15 @@ public struct WorkerStatus: Sendable {
     public var accounts = 0
     public var liveBalances = 0
     public var rememberedIDs = 0
+    /// Ids dropped from full dedupe windows since this process started, all of them and
+    /// those whose month was still open (whose repeat would have been billed again).
     public var dedupeEvictions: UInt64 = 0
     public var dedupeEvictionsOpenMonth: UInt64 = 0
+    /// Per owned partition, when its newest durable checkpoint was taken (epoch ms), or when
+    /// it was opened without one.
+    public var checkpointTakenMs: [Int32: Int64] = [:]
+    /// Whether the brokers answered the last look (every `BrokerWatch.intervalSeconds`).
+    public var brokersReachable = false
     public var outputsSuppressed: UInt64 = 0
     public var recordsLostToRetention: UInt64 = 0
     /// Times parked fetchers were woken (`WorkerSession.wakeParkedFetchers`).
@@ -37,14 +49,31 @@ public struct WorkerStatus: Sendable {
     public var recoverySeconds = 0.0
     public var restoreSeconds = 0.0
     public var startedAt = 0.0
+    /// When the process's worker started, epoch ms.
+    public var startedAtMs: Int64 = 0
     public var updatedAt = 0.0
 
     public init() {}
 
     /// Ready to be relied on (`/readyz`): billing, with partitions of its own, each restored
-    /// and with its restored position committed to the group.
-    public var isReady: Bool {
-        phase == .running && !assignedPartitions.isEmpty && restoredOffsetsToCommit == 0
+    /// and with its restored position committed to the group, and the brokers answering.
+    public var isReady: Bool { notReadyBecause == nil }
+
+    /// Why the worker is not ready, or nil.
+    public var notReadyBecause: String? {
+        if phase != .running { return "the worker is \(phase.rawValue)" }
+        if assignedPartitions.isEmpty { return "the worker owns no partitions" }
+        if restoredOffsetsToCommit > 0 { return "\(restoredOffsetsToCommit) partitions restored but their offsets not yet committed" }
+        if !brokersReachable { return "the brokers do not answer" }
+        return nil
+    }
+
+    /// A worker whose loop has not turned for this long is stuck (`/healthz`).
+    public static let stuckAfterSeconds = 60.0
+
+    /// Whether the worker's loop turned recently, as of `now` (monotonic seconds).
+    public func isAlive(now: Double) -> Bool {
+        phase == .stopped || now - updatedAt < Self.stuckAfterSeconds
     }
 
     /// Records behind the partitions' ends, where known.

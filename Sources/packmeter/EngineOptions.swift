@@ -52,7 +52,7 @@ struct EngineOptions: ParsableArguments {
 
 /// `PACKMETER_<FLAG>` environment variables become flags the command line did not give.
 enum EnvironmentFlags {
-    /// Flags each subcommand reads from the environment.
+    /// The options each subcommand reads from the environment (every option it has).
     static let bySubcommand: [String: [String]] = [
         "rate": RateCommand.environmentFlags,
         "run": RunCommand.environmentFlags,
@@ -60,16 +60,39 @@ enum EnvironmentFlags {
         "mock-broker": MockBrokerCommand.environmentFlags,
         "balances": BalancesCommand.environmentFlags,
         "demo": DemoCommand.environmentFlags,
+        "generate": GenerateCommand.environmentFlags,
     ]
 
-    static func apply(to arguments: [String], environment: [String: String]) -> [String] {
+    /// On/off flags, read from `PACKMETER_<FLAG>` as true/false (1/0, yes/no).
+    static let switchesBySubcommand: [String: [String]] = [
+        "rate": ["quiet"],
+    ]
+
+    /// Where a flag's variable is not `PACKMETER_<FLAG>`: `mock-broker --brokers` is a count,
+    /// while `PACKMETER_BROKERS` holds the bootstrap servers of `run`, `replay` and `generate`.
+    static let variableOverrides: [String: [String: String]] = [
+        "mock-broker": ["brokers": "PACKMETER_MOCK_BROKERS"],
+    ]
+
+    static func variable(for flag: String, of subcommand: String) -> String {
+        variableOverrides[subcommand]?[flag] ?? "PACKMETER_" + flag.uppercased().replacingOccurrences(of: "-", with: "_")
+    }
+
+    static func apply(to arguments: [String], environment: [String: String]) throws -> [String] {
         guard let subcommand = arguments.first, let flags = bySubcommand[subcommand] else { return arguments }
         var result = arguments
-        for flag in flags {
-            let variable = "PACKMETER_" + flag.uppercased().replacingOccurrences(of: "-", with: "_")
-            guard let value = environment[variable] else { continue }
-            let given = arguments.contains { $0 == "--\(flag)" || $0.hasPrefix("--\(flag)=") }
-            if !given { result.append("--\(flag)=\(value)") }
+        func given(_ flag: String) -> Bool { arguments.contains { $0 == "--\(flag)" || $0.hasPrefix("--\(flag)=") } }
+        for flag in flags where !given(flag) {
+            if let value = environment[variable(for: flag, of: subcommand)] { result.append("--\(flag)=\(value)") }
+        }
+        for flag in switchesBySubcommand[subcommand] ?? [] where !given(flag) {
+            let name = variable(for: flag, of: subcommand)
+            guard let value = environment[name] else { continue }
+            switch value.lowercased() {
+            case "1", "true", "yes", "on": result.append("--\(flag)")
+            case "0", "false", "no", "off", "": break
+            default: throw ConfigurationError("\(name)='\(value)' is neither true nor false")
+            }
         }
         return result
     }

@@ -58,6 +58,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The topic to produce to, with --brokers.", valueName: "topic"))
     var topic = "ocr.usage"
 
+    static let environmentFlags = ["events", "accounts", "seed", "start", "event-interval", "skew", "account-events",
+                                   "duplicates", "broken", "out", "brokers", "topic"] + EngineOptions.environmentFlags
+
     @OptionGroup var engine: EngineOptions
 
     func run() throws {

@@ -3,6 +3,7 @@ import Foundation
 import PackMeterCore
 import Logging
 import PackMeterFiles
+import PackMeterWorker
 
 @main
 struct PackMeter: AsyncParsableCommand {
@@ -18,11 +19,14 @@ struct PackMeter: AsyncParsableCommand {
             Running it in production: README.md (both in packmeter's repository).
 
             Every flag can also be set with an environment variable PACKMETER_<FLAG>, e.g. \
-            PACKMETER_TIME_ZONE=UTC for --time-zone; a flag on the command line wins.
+            PACKMETER_TIME_ZONE=UTC for --time-zone, PACKMETER_QUIET=true for --quiet; a flag on \
+            the command line wins. One exception: mock-broker's --brokers (a count) reads \
+            PACKMETER_MOCK_BROKERS, since PACKMETER_BROKERS holds the worker's bootstrap servers.
 
             Exit status: 0 done, 2 bad usage or configuration (one line on stderr says why), \
             1 a fatal runtime error.
             """,
+        version: PackMeterVersion.current,
         subcommands: [RunCommand.self, ReplayCommand.self, MockBrokerCommand.self, DemoCommand.self, RateCommand.self, BalancesCommand.self, GenerateCommand.self]
     )
 
@@ -32,9 +36,10 @@ struct PackMeter: AsyncParsableCommand {
             handler.logLevel = .info
             return handler
         }
-        let arguments = EnvironmentFlags.apply(to: Array(CommandLine.arguments.dropFirst()),
-                                               environment: ProcessInfo.processInfo.environment)
         do {
+            let arguments = try EnvironmentFlags.apply(to: Array(CommandLine.arguments.dropFirst()),
+                                                       environment: ProcessInfo.processInfo.environment)
+            try refuseHelpOfUnknownCommand(arguments)
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
@@ -43,6 +48,15 @@ struct PackMeter: AsyncParsableCommand {
             }
         } catch {
             exit(withFailure: error)
+        }
+    }
+
+    /// `packmeter help NAME` for a NAME that is no command is bad usage, not help.
+    static func refuseHelpOfUnknownCommand(_ arguments: [String]) throws {
+        guard arguments.count >= 2, arguments[0] == "help" else { return }
+        let names = configuration.subcommands.map { $0.configuration.commandName ?? "" }
+        guard names.contains(arguments[1]) else {
+            throw ConfigurationError("'\(arguments[1])' is not a packmeter command; the commands are \(names.joined(separator: ", "))")
         }
     }
 

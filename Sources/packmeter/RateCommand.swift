@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import PackMeterCore
 import PackMeterFiles
 
@@ -14,8 +15,10 @@ struct RateCommand: ParsableCommand {
 
             A summary goes to standard error: records read, applied, duplicates, non-billable, \
             rejected by reason, billable calls from free grants, prepaid packs and overage, and \
-            events/s; long inputs also get a progress line every few seconds. Future timestamps \
-            are not checked (there is no record timestamp).
+            events/s, and the ids the dedupe window dropped when full; long inputs also get a \
+            progress line every few seconds. A ts more than --max-future-skew after --now \
+            (default: the wall clock at start) is rejected as future_timestamp, so that one \
+            mistyped year cannot close every open month.
 
             Formats and guarantees: docs/contract.md; the rules: docs/rules.md (in packmeter's repository).
             """
@@ -36,20 +39,52 @@ struct RateCommand: ParsableCommand {
     @Flag(name: .customLong("quiet"), help: "No progress lines and no summary on standard error.")
     var quiet = false
 
+    @Option(help: ArgumentHelp("What time it is for the future-timestamp check: an RFC 3339 time, or 'wall-clock'.", valueName: "time"))
+    var now = "wall-clock"
+
+    @Option(name: .customLong("max-future-skew"), help: ArgumentHelp("How far a ts may be after --now; later is rejected as future_timestamp.", valueName: "duration"))
+    var maxFutureSkew = "10m"
+
     @OptionGroup var engine: EngineOptions
 
-    static let environmentFlags = ["overage-out", "dlq-out", "balances-out"] + EngineOptions.environmentFlags
+    static let environmentFlags = ["overage-out", "dlq-out", "balances-out", "now", "max-future-skew"] + EngineOptions.environmentFlags
 
     func run() throws {
-        let job = RateJob(input: input, overageOut: overageOut, dlqOut: dlqOut, balancesOut: balancesOut,
-                          configuration: try engine.configuration(), progress: !quiet)
+        try checkPaths()
+        var nowMs = wallClockMs()
+        if now != "wall-clock" {
+            guard let parsed = Timestamp.parseRFC3339(now) else { throw ConfigurationError("--now '\(now)' is neither wall-clock nor an RFC 3339 time") }
+            nowMs = parsed
+        }
+        var job = RateJob(input: input, overageOut: overageOut, dlqOut: dlqOut, balancesOut: balancesOut,
+                          configuration: try engine.configuration(maxFutureSkew: maxFutureSkew), progress: !quiet)
+        job.nowMs = nowMs
         let result = try job.run()
         guard !quiet else { return }
         for line in Summary.lines(result.counters, seconds: result.seconds, title: "packmeter rate") {
             printError(line)
         }
+        let evictions = result.processor.engine.dedupeEvictions
+        printError(Summary.evictionLine(all: evictions.all, openMonth: evictions.openMonth))
         if result.counters.rejectedTotal > 0 && !result.deadLettersWritten {
             printError("  (dead letters were counted, not written: add --dlq-out FILE to keep them)")
+        }
+    }
+
+    /// The input must exist, and no output may be the input (it would be emptied before
+    /// it is read).
+    private func checkPaths() throws {
+        guard input != "-" else { return }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), !isDirectory.boolValue else {
+            throw ConfigurationError("cannot read '\(input)': no such file")
+        }
+        let source = URL(fileURLWithPath: input).resolvingSymlinksInPath().standardizedFileURL.path
+        for (flag, path) in [("--overage-out", overageOut), ("--dlq-out", dlqOut), ("--balances-out", balancesOut)] {
+            guard let path, path != "-" else { continue }
+            if URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path == source {
+                throw ConfigurationError("\(flag) '\(path)' is the input file; writing it would destroy the input")
+            }
         }
     }
 }

@@ -24,8 +24,8 @@ struct WorkerFlags: ParsableArguments {
     @Option(help: ArgumentHelp("The consumer group (run).", valueName: "name"))
     var group = "packmeter"
 
-    @Option(name: .customLong("checkpoint-dir"), help: ArgumentHelp("Where each input partition's checkpoints are kept. Workers of one group must share it.", valueName: "dir"))
-    var checkpointDir = "./checkpoints"
+    @Option(name: .customLong("checkpoint-dir"), help: ArgumentHelp("Where each input partition's checkpoints are kept (default ./checkpoints for run, ./replay-checkpoints for replay). Workers of one group must share it; replay refuses a directory run writes to.", valueName: "dir"))
+    var checkpointDir: String?
 
     @Option(name: .customLong("checkpoint-interval"), help: ArgumentHelp("How often to checkpoint (and then commit offsets).", valueName: "duration"))
     var checkpointInterval = "5s"
@@ -74,12 +74,16 @@ struct WorkerFlags: ParsableArguments {
     }
 
     func options(mode: WorkerOptions.Mode) throws -> WorkerOptions {
+        try Self.validate(brokers: brokers)
         var options = WorkerOptions(brokers: brokers, engine: try engine.configuration(maxFutureSkew: maxFutureSkew))
         options.inputTopic = input
         options.outputTopic = output
         options.dlqTopic = dlq
         options.group = group
-        options.checkpointDirectory = checkpointDir
+        switch mode {
+        case .live: options.checkpointDirectory = checkpointDir ?? "./checkpoints"
+        case .replay: options.checkpointDirectory = checkpointDir ?? "./replay-checkpoints"
+        }
         options.checkpointIntervalMs = try duration(checkpointInterval, "checkpoint-interval")
         guard keepCheckpoints >= 1 else { throw ConfigurationError("--keep-checkpoints must be at least 1") }
         options.keepCheckpoints = keepCheckpoints
@@ -91,10 +95,32 @@ struct WorkerFlags: ParsableArguments {
             guard let equals = property.firstIndex(of: "="), equals != property.startIndex else {
                 throw ConfigurationError("--kafka-config '\(property)' is not key=value")
             }
-            options.kafkaProperties.append((String(property[..<equals]), String(property[property.index(after: equals)...])))
+            let (name, value) = (String(property[..<equals]), String(property[property.index(after: equals)...]))
+            if let why = WorkerOptions.refusedProperty(name, value: value) {
+                throw ConfigurationError("--kafka-config \(name)=\(value) is refused: \(why)")
+            }
+            options.kafkaProperties.append((name, value))
+        }
+        do {
+            try KafkaConfiguration(options.kafkaProperties).validate()
+        } catch {
+            throw ConfigurationError("--kafka-config: \(error.message)")
         }
         guard Set([input, output, dlq]).count == 3 else { throw ConfigurationError("--input, --output and --dlq must be three different topics") }
         return options
+    }
+}
+
+extension WorkerFlags {
+    /// `--brokers` must be a list of HOST:PORT.
+    static func validate(brokers: String) throws {
+        let servers = brokers.split(separator: ",", omittingEmptySubsequences: false)
+        for server in servers {
+            let parts = server.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count >= 2, !parts.dropLast().joined(separator: ":").isEmpty, let port = Int(parts.last!), (1...65_535).contains(port) else {
+                throw ConfigurationError("--brokers '\(brokers)' is not a list of HOST:PORT (e.g. kafka-1:9092,kafka-2:9092)")
+            }
+        }
     }
 }
 
@@ -102,22 +128,27 @@ struct WorkerFlags: ParsableArguments {
 /// a graceful stop.
 func runWorker(_ options: WorkerOptions, logger: Logger) async throws -> StreamingWorker {
     let worker = StreamingWorker(options: options, logger: logger)
-    var services = [ServiceGroupConfiguration.ServiceConfiguration(
-        service: WorkerService(worker: worker),
-        successTerminationBehavior: .gracefullyShutdownGroup,
-        failureTerminationBehavior: .gracefullyShutdownGroup)]
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    // The HTTP server comes first, so that it is shut down last: health, readiness and
+    // metrics keep answering while the worker stops.
     if let address = options.httpAddress {
+        let server: any Service
         do {
-            services.append(.init(service: try HTTPEndpoint(address: address, worker: worker, logger: logger)))
-        } catch {
-            throw ConfigurationError("\(error)")
+            server = try await WorkerHTTP.start(address: address, worker: worker, logger: logger)
+        } catch let error as WorkerHTTPError {
+            throw ConfigurationError(error.message)
         }
+        services.append(.init(service: server))
     }
+    services.append(.init(service: WorkerService(worker: worker),
+                          successTerminationBehavior: .gracefullyShutdownGroup,
+                          failureTerminationBehavior: .gracefullyShutdownGroup))
     let group = ServiceGroup(configuration: ServiceGroupConfiguration(
         services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     do {
         try await group.run()
     } catch {
+        if let failure = error as? WorkerError, failure.kind == .configuration { throw ConfigurationError(failure.message) }
         throw RuntimeFailure("\(error)")
     }
     return worker
@@ -212,13 +243,16 @@ struct MockBrokerCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "How many brokers.")
+    @Option(help: "How many brokers (1 to 32; environment: PACKMETER_MOCK_BROKERS).")
     var brokers = 1
 
     @Option(name: .customLong("topic"), help: ArgumentHelp("A topic to create (repeatable).", valueName: "name:partitions"))
     var topics: [String] = []
 
-    static let environmentFlags = ["brokers"]
+    static let environmentFlags = ["brokers", "topic"]
+
+    /// More brokers than this buys a test nothing (librdkafka's mock aborts on very many).
+    static let brokersMax = 32
 
     func run() throws {
         var specs: [(String, Int)] = []
@@ -229,7 +263,9 @@ struct MockBrokerCommand: ParsableCommand {
             }
             specs.append((String(parts[0]), n))
         }
-        guard brokers >= 1 else { throw ConfigurationError("--brokers must be at least 1") }
+        guard (1...MockBrokerCommand.brokersMax).contains(brokers) else {
+            throw ConfigurationError("--brokers must be from 1 to \(MockBrokerCommand.brokersMax), not \(brokers)")
+        }
         // Block the stop signals before librdkafka starts its threads, then wait for them here.
         var signals = sigset_t()
         sigemptyset(&signals)
@@ -285,6 +321,23 @@ struct BalancesCommand: ParsableCommand {
 
     static let environmentFlags = ["checkpoint-dir", "account", "month", "input", "catalog"]
 
+    /// The header of the partition's newest checkpoint that is not damaged, as restore
+    /// picks it: a torn or corrupt newer one is passed over with a warning.
+    private func newestReadableHeader(_ store: CheckpointStore, partition: Int32) throws -> (String, CheckpointHeader)? {
+        for path in store.files(topic: input, partition: partition) {
+            let header: CheckpointHeader
+            do {
+                header = try store.read(path, into: nil, configuration: nil)
+            } catch {
+                guard error.isDamage else { throw error }
+                printError("packmeter balances: warning: \(error); trying the previous checkpoint")
+                continue
+            }
+            return (path, header)
+        }
+        return nil
+    }
+
     func run() throws {
         var monthFilter: BillingMonth?
         if let month {
@@ -300,8 +353,7 @@ struct BalancesCommand: ParsableCommand {
         // (a mis-keyed event) without state, so prefer the partition that has state.
         var stateless: (AccountBalances, BillingCalendar)?
         for p in partitions {
-            guard let newest = store.files(topic: input, partition: p).first else { continue }
-            let header = try store.read(newest, into: nil, configuration: nil)
+            guard let (newest, header) = try newestReadableHeader(store, partition: p) else { continue }
             let calendar: BillingCalendar
             do {
                 calendar = try BillingCalendar(timeZoneIdentifier: header.timeZone)

@@ -6,6 +6,7 @@ import PackMeterKafka
 import PackMeterFiles
 import PackMeterWorkload
 import PackMeterWorker
+import HTTPTestClient
 
 /// The `packmeter` executable built beside this test bundle.
 let packmeterBinary: String = {
@@ -102,55 +103,7 @@ final class ChildProcess: @unchecked Sendable {
     }
 }
 
-/// A loopback TCP port nobody listens on now.
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-            precondition(bind(fd, pointer, length) == 0, "bind: \(errno)")
-            precondition(getsockname(fd, pointer, &length) == 0, "getsockname: \(errno)")
-        }
-    }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
 
-/// A plain HTTP/1.1 GET over loopback; nil if nothing answers within `timeout` seconds.
-func httpGet(address: String, path: String, timeout: Int = 2) -> (status: Int, body: String)? {
-    let parts = address.split(separator: ":")
-    guard parts.count == 2, let port = UInt16(parts[1]) else { return nil }
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var wait = timeval(tv_sec: timeout, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
-    var target = sockaddr_in()
-    target.sin_family = sa_family_t(AF_INET)
-    target.sin_addr.s_addr = inet_addr(String(parts[0]))
-    target.sin_port = port.bigEndian
-    let connected = withUnsafePointer(to: &target) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { return nil }
-    let request = Array("GET \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n\r\n".utf8)
-    guard send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count else { return nil }
-    var response: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65_536)
-    while true {
-        let n = recv(fd, &buffer, buffer.count, 0)
-        if n <= 0 { break }
-        response += buffer[0..<n]
-    }
-    let text = String(decoding: response, as: UTF8.self)
-    guard let statusLine = text.split(separator: "\r\n").first, let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) }),
-          let bodyStart = text.range(of: "\r\n\r\n") else { return nil }
-    return (status, String(text[bodyStart.upperBound...]))
-}
 
 /// `packmeter mock-broker` as a separate process, as the tests' broker.
 final class MockBroker: @unchecked Sendable {

@@ -291,22 +291,21 @@ public final class PartitionEngine {
     /// `prefetchDistance` calls ahead, so that cache misses overlap instead of queueing.
     /// `results[i]` is call `i`'s deduction.
     public func apply(_ calls: UnsafeBufferPointer<CallEvent>, into results: UnsafeMutablePointer<Deduction>) {
-        forEachPrefetching(calls.count, call: { calls[$0] }) { results[$0] = settle(calls[$0]) }
+        var batch = CallBatch(calls: calls, results: results)
+        applyLoop(&batch)
     }
 
-    /// The apply loop: runs `body(i)` for every `i` in `0..<count`, in order, after
-    /// requesting the memory of the call `prefetchDistance` places ahead (`call(i)`; nil for
-    /// an event that is no call), so that cache misses overlap instead of queueing. Both
-    /// `apply(_:into:)` and `PartitionProcessor` bill through it.
+    /// The apply loop: applies `batch`'s events in order, after requesting the memory of
+    /// the event `prefetchDistance` places ahead, so that cache misses overlap instead of
+    /// queueing. Both `apply(_:into:)` and `PartitionProcessor` bill through it.
     @inline(__always)
-    func forEachPrefetching(_ count: Int, call: (Int) -> CallEvent?, _ body: (Int) -> Void) {
-        let ahead = min(Self.prefetchDistance, count)
-        for i in 0..<ahead {
-            if let next = call(i) { prefetch(next) }
-        }
+    func applyLoop<Batch: ApplyLoopBatch>(_ batch: inout Batch) {
+        let count = batch.count
+        let distance = min(Self.prefetchDistance, count)
+        for i in 0..<distance { batch.prefetch(i, in: self) }
         for i in 0..<count {
-            if i &+ ahead < count, let next = call(i &+ ahead) { prefetch(next) }
-            body(i)
+            if i &+ distance < count { batch.prefetch(i &+ distance, in: self) }
+            batch.apply(i, in: self)
         }
     }
 
@@ -465,4 +464,25 @@ public final class PartitionEngine {
         (balances.allocatedBytes, accounts.allocatedBytes + accountState.allocatedBytes, dedupe.allocatedBytes,
          prepaid.allocatedBytes + prepaidIDs.reduce(0) { $0 + $1.count + 16 })
     }
+}
+
+/// Events the apply loop walks: it asks for the memory of one ahead, then applies one.
+protocol ApplyLoopBatch {
+    var count: Int { get }
+    func prefetch(_ i: Int, in engine: PartitionEngine)
+    mutating func apply(_ i: Int, in engine: PartitionEngine)
+}
+
+/// Decoded calls and where their deductions go: what `apply(_:into:)` walks.
+struct CallBatch: ApplyLoopBatch {
+    let calls: UnsafeBufferPointer<CallEvent>
+    let results: UnsafeMutablePointer<Deduction>
+
+    var count: Int { calls.count }
+
+    @inline(__always)
+    func prefetch(_ i: Int, in engine: PartitionEngine) { engine.prefetch(calls[i]) }
+
+    @inline(__always)
+    func apply(_ i: Int, in engine: PartitionEngine) { results[i] = engine.settle(calls[i]) }
 }

@@ -38,6 +38,8 @@ public final class PartitionProcessor {
     public let partition: Int32
     /// Check 3: `ts` may be at most this far after the Kafka record's timestamp.
     public let maxFutureSkewMs: Int64
+    /// What a record's timestamp is, for the `future_timestamp` detail.
+    public var recordTimestampName = "the record's timestamp"
     public private(set) var counters = ProcessingCounters()
 
     private let sourcePrefix: [UInt8]
@@ -119,12 +121,8 @@ public final class PartitionProcessor {
             pending[k].call = CallEvent(account: engine.intern(account: pending[k].account), pack: event.pack, ts: event.ts,
                                         count: event.count, billable: event.billable, id: Fingerprint128(event.id))
         }
-        let pending = self.pending
-        engine.forEachPrefetching(n, call: { k in
-            pending[k].rejection < 0 && pending[k].event.type == .call ? pending[k].call : nil
-        }) { k in
-            apply(pending + k, record: records[Int(pending[k].record)], into: out)
-        }
+        var chunk = Chunk(processor: self, pending: pending, count: n, records: records, out: out)
+        engine.applyLoop(&chunk)
         return index
     }
 
@@ -144,7 +142,7 @@ public final class PartitionProcessor {
         let event = slot.pointee.event
         if record.timestampMs != InputRecord.noTimestamp, event.ts > record.timestampMs &+ maxFutureSkewMs {
             let calendar = engine.calendar
-            let detail = "ts \(calendar.formatTimestamp(event.ts)) is \(DurationText.format(milliseconds: event.ts - record.timestampMs)) after the record's timestamp \(calendar.formatTimestamp(record.timestampMs)); at most \(DurationText.format(milliseconds: maxFutureSkewMs)) is allowed (--max-future-skew)"
+            let detail = "ts \(calendar.formatTimestamp(event.ts)) is \(DurationText.format(milliseconds: event.ts - record.timestampMs)) after \(recordTimestampName) \(calendar.formatTimestamp(record.timestampMs)); at most \(DurationText.format(milliseconds: maxFutureSkewMs)) is allowed (--max-future-skew)"
             slot.pointee.rejection = Int32(rejections.count)
             rejections.append(Rejection(.futureTimestamp, detail))
             return
@@ -155,7 +153,7 @@ public final class PartitionProcessor {
 
     /// Checks 4–6 and the outputs.
     @inline(__always)
-    private func apply(_ p: UnsafeMutablePointer<Pending>, record: InputRecord, into out: OutputBatch) {
+    fileprivate func apply(_ p: UnsafeMutablePointer<Pending>, record: InputRecord, into out: OutputBatch) {
         if p.pointee.rejection >= 0 {
             deadLetter(rejections[Int(p.pointee.rejection)], record: record, into: out)
             return
@@ -250,5 +248,25 @@ public final class PartitionProcessor {
         w.append(jsonString: UnsafeRawBufferPointer(rebasing: record.value[0..<min(record.value.count, Self.payloadBytesMax)]))
         w.append(UInt8(ascii: "}"))
         out.finish(kind: .deadLetter, sourceOffset: record.offset, key: k)
+    }
+}
+
+/// A decoded chunk, as the engine's apply loop walks it: calls are prefetched ahead, and
+/// every record (call, account event or rejection) is judged in order.
+private struct Chunk: ApplyLoopBatch {
+    unowned(unsafe) let processor: PartitionProcessor
+    let pending: UnsafeMutablePointer<PartitionProcessor.Pending>
+    let count: Int
+    let records: UnsafeBufferPointer<InputRecord>
+    let out: OutputBatch
+
+    @inline(__always)
+    func prefetch(_ i: Int, in engine: PartitionEngine) {
+        if pending[i].rejection < 0 && pending[i].event.type == .call { engine.prefetch(pending[i].call) }
+    }
+
+    @inline(__always)
+    func apply(_ i: Int, in engine: PartitionEngine) {
+        processor.apply(pending + i, record: records[Int(pending[i].record)], into: out)
     }
 }

@@ -39,4 +39,17 @@ public struct ProcessingCounters: Sendable, Equatable {
         callsOverage += other.callsOverage
         overageRecords += other.overageRecords
     }
+
+    /// Takes away counts that are part of these (`other` counted a subset of the same records).
+    public mutating func subtract(_ other: ProcessingCounters) {
+        recordsRead -= other.recordsRead
+        applied -= other.applied
+        duplicates -= other.duplicates
+        nonBillable -= other.nonBillable
+        for i in rejected.indices { rejected[i] -= other.rejected[i] }
+        callsFree -= other.callsFree
+        callsPrepaid -= other.callsPrepaid
+        callsOverage -= other.callsOverage
+        overageRecords -= other.overageRecords
+    }
 }

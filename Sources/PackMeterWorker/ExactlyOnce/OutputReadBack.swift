@@ -24,7 +24,8 @@ struct OutputReadBack {
 
     /// `resume[p]` is where partition p resumes; `scanFrom[topic][q]` where to start reading
     /// output partition q (absent: from its beginning).
-    func scan(resume: [Int32: Int64], scanFrom: [String: [Int32: Int64]]) throws -> Result {
+    /// `progress` is called after every poll, so that a long read-back does not look stuck.
+    func scan(resume: [Int32: Int64], scanFrom: [String: [Int32: Int64]], progress: () -> Void = {}) throws -> Result {
         let started = monotonicSeconds()
         let consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: nil, logger: logger)
         var assignment: [(TopicPartition, Int64)] = []
@@ -57,6 +58,7 @@ struct OutputReadBack {
                 throw WorkerError("reading back the output topics took more than 300 s; \(remaining.count) partitions unfinished")
             }
             let n = try consumer.poll(into: batch, timeoutMs: 200)
+            progress()
             for i in 0..<n {
                 let message = batch[i]
                 if let error = message.error {

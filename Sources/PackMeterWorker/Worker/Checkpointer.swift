@@ -43,6 +43,7 @@ final class Checkpointer {
     private struct CheckpointWrite: Sendable {
         var partition: Int32
         var nextOffset: Int64
+        var createdMs: Int64
         var path: String?
         var bytes: Int
         var error: String?
@@ -125,7 +126,7 @@ final class Checkpointer {
     /// output produced so far; they are written once it completes.
     private func startCheckpoints(_ candidates: [Shard]) {
         let started = monotonicSeconds()
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let now = wallClockMs()
         var pending: [PendingCheckpoint] = []
         for shard in candidates where shard.nextOffset > shard.checkpointedOffset && !shard.writeInFlight {
             var counters = shard.baseCounters
@@ -155,9 +156,10 @@ final class Checkpointer {
                 let header = CheckpointHeader(topic: options.inputTopic, partition: pending.partition, nextOffset: pending.nextOffset,
                                               configuration: options.engine, counters: pending.counters, createdMs: pending.createdMs,
                                               outputEndOffsets: ends, alreadyWritten: pending.alreadyWritten)
-                let (partition, offset, copy) = (pending.partition, pending.nextOffset, pending.copy)
+                let (partition, offset, createdMs, copy) = (pending.partition, pending.nextOffset, pending.createdMs, pending.copy)
                 writerQueue.async { [store, completedWrites] in
-                    var result = CheckpointWrite(partition: partition, nextOffset: offset, path: nil, bytes: 0, error: nil)
+                    var result = CheckpointWrite(partition: partition, nextOffset: offset, createdMs: createdMs, path: nil, bytes: 0,
+                                                 error: nil)
                     do {
                         (result.path, result.bytes) = try store.write(copy.engine, header: header)
                     } catch {
@@ -184,6 +186,7 @@ final class Checkpointer {
             guard let shard = shards[write.partition] else { continue }
             shard.writeInFlight = false
             shard.checkpointedOffset = max(shard.checkpointedOffset, write.nextOffset)
+            shard.checkpointTakenMs = max(shard.checkpointTakenMs, write.createdMs)
             commits.append((TopicPartition(options.inputTopic, write.partition), write.nextOffset))
         }
         guard let commit, !commits.isEmpty else { return }

@@ -9,14 +9,19 @@ import PackMeterFiles
 struct ClusterProbe {
     let options: WorkerOptions
     let logger: Logger
+    /// Whether SIGTERM or SIGINT asked the worker to stop meanwhile.
+    let stopRequested: () -> Bool
+    /// Called while waiting, so that the worker does not look stuck.
+    let heartbeat: () -> Void
 
-    /// The input topic's partition count, once the brokers and every topic are there;
-    /// throws after `--startup-timeout`.
-    func waitForTopics() throws -> Int {
+    /// The input topic's partition count, once the brokers and every topic are there; nil
+    /// when asked to stop first; throws after `--startup-timeout`.
+    func waitForTopics() throws -> Int? {
         let deadline = monotonicSeconds() + Double(options.startupTimeoutMs) / 1000
         var delay = 0.5
         var probe: KafkaConsumer?
         while true {
+            if stopRequested() { return nil }
             let problem: String
             switch look(&probe) {
             case let .success(partitions): return partitions
@@ -26,7 +31,12 @@ struct ClusterProbe {
                 throw WorkerError("gave up after \(DurationText.format(milliseconds: options.startupTimeoutMs)): \(problem)")
             }
             logger.warning("waiting for the cluster: \(problem); retrying in \(String(format: "%.1f", delay)) s")
-            Thread.sleep(forTimeInterval: delay)
+            let retryAt = monotonicSeconds() + delay
+            while monotonicSeconds() < retryAt {
+                if stopRequested() { return nil }
+                heartbeat()
+                Thread.sleep(forTimeInterval: 0.1)
+            }
             delay = min(delay * 2, 10)
         }
     }
@@ -41,8 +51,9 @@ struct ClusterProbe {
             }
             let consumer = probe!
             var counts: [String: Int] = [:]
-            for topic in topics {
-                if let count = try consumer.partitionCount(topic, timeoutMs: 5000) { counts[topic] = count }
+            for topic in topics where !stopRequested() {
+                heartbeat()
+                if let count = try consumer.partitionCount(topic, timeoutMs: 2000) { counts[topic] = count }
             }
             if let inputCount = counts[options.inputTopic], counts.count == topics.count { return .success(inputCount) }
             let missing = topics.filter { counts[$0] == nil }

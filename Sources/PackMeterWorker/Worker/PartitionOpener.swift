@@ -25,7 +25,10 @@ struct PartitionOpener {
         // log before it is read back, or they would be missed and written again.
         try producer.flush(timeoutMs: 60_000)
         var opened: [(Shard, CheckpointHeader?)] = []
-        for p in partitions { opened.append(try restore(p)) }
+        for p in partitions {
+            opened.append(try restore(p))
+            status.publish()
+        }
         let found = try readBack(opened)
         for (shard, header) in opened {
             // What the checkpoint knew to be written past its end offsets, and what was
@@ -46,8 +49,10 @@ struct PartitionOpener {
         let processor = options.engine.makeProcessor(topic: options.inputTopic, partition: p, engine: restored?.engine)
         let shard = Shard(partition: p, processor: processor, nextOffset: restored?.header.nextOffset ?? 0,
                           generation: shards.nextGeneration())
+        shard.checkpointTakenMs = wallClockMs()
         if let restored {
             shard.checkpointedOffset = restored.header.nextOffset
+            shard.checkpointTakenMs = restored.header.createdMs
             shard.baseCounters = restored.header.counters
             logger.info("restored \(options.inputTopic)[\(p)] from \(restored.path): offset \(restored.header.nextOffset), \(processor.engine.accountCount) accounts, \(Summary.format2(monotonicSeconds() - started)) s")
         } else {
@@ -63,7 +68,12 @@ struct PartitionOpener {
         let resume = Dictionary(uniqueKeysWithValues: opened.map { ($0.0.partition, $0.0.nextOffset) })
         logger.info("reading back outputs of partitions \(resume.keys.sorted()) (resuming at \(Self.describe(resume))) from \(scanFrom.isEmpty ? "the start" : Self.describe(scanFrom)) of the output topics")
         let readBack = OutputReadBack(brokers: options.brokers, inputTopic: options.inputTopic, outputTopics: ledger.topics, logger: logger)
-        let found = try readBack.scan(resume: resume, scanFrom: scanFrom)
+        var lastBeat = monotonicSeconds()
+        let found = try readBack.scan(resume: resume, scanFrom: scanFrom) {
+            guard monotonicSeconds() - lastBeat > 1 else { return }
+            lastBeat = monotonicSeconds()
+            status.publish()
+        }
         ledger.raise(to: found.highWatermarks)
         status.status.recoveryRecordsScanned += found.recordsScanned
         status.status.recoverySeconds += found.seconds

@@ -52,6 +52,16 @@ final class Shard {
     var writeInFlight = false
     /// Counters of the run that wrote the checkpoint this shard was restored from.
     var baseCounters = ProcessingCounters()
+    /// Records below this offset were already billed and counted by this process before the
+    /// partition was taken away and given back: billing them again is not counted again.
+    var recountBelow: Int64 = -1
+    /// The counts of the records billed again below `recountBelow`.
+    private(set) var rebilled = ProcessingCounters()
+    /// The dedupe window's evictions when the shard was opened.
+    var evictionsAtOpen: (all: UInt64, openMonth: UInt64) = (0, 0)
+    /// When the newest durable checkpoint was taken (wall clock, ms), or when the shard was
+    /// opened without one.
+    var checkpointTakenMs: Int64 = 0
     /// Replay: stop before this offset; where this run started.
     var stopOffset: Int64?
     var startOffset: Int64 = 0
@@ -150,8 +160,32 @@ final class Shard {
     /// Bills the records gathered for this partition into `output`.
     func billPending() {
         output.removeAll()
-        pending.withUnsafeBufferPointer { processor.process($0, into: output) }
+        pending.withUnsafeBufferPointer { records in
+            let again = records.prefix { $0.offset < recountBelow }.count
+            if again > 0 {
+                let before = processor.counters
+                processor.process(UnsafeBufferPointer(rebasing: records[..<again]), into: output)
+                var delta = processor.counters
+                delta.subtract(before)
+                rebilled.add(delta)
+            }
+            processor.process(UnsafeBufferPointer(rebasing: records[again...]), into: output)
+        }
         pending.removeAll(keepingCapacity: true)
+    }
+
+    /// What this shard counts toward the process's totals: everything it billed but the
+    /// records billed again.
+    var countedCounters: ProcessingCounters {
+        var counted = processor.counters
+        counted.subtract(rebilled)
+        return counted
+    }
+
+    /// The dedupe evictions since the shard was opened.
+    var evictionsSinceOpen: (all: UInt64, openMonth: UInt64) {
+        let now = processor.engine.dedupeEvictions
+        return (now.all &- evictionsAtOpen.all, now.openMonth &- evictionsAtOpen.openMonth)
     }
 
     /// Leaves out the outputs already in the output topics and numbers the rest.

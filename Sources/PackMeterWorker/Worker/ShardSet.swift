@@ -13,8 +13,12 @@ final class ShardSet {
     let inputTopic: String
     let logger: Logger
     private var shards: [Int32: Shard] = [:]
-    /// Counters of the shards given up, so that the worker's totals keep them.
-    private(set) var retiredCounters = ProcessingCounters()
+    /// What the shards given up or taken away counted, so that the process's totals never
+    /// go backwards.
+    private var retired = ProcessTotals()
+    /// Per partition, the offset up to which this process has billed and counted records:
+    /// a partition given back is not counted twice for the records it bills again.
+    private var countedThrough: [Int32: Int64] = [:]
     private var lastGeneration: UInt64 = 0
     private let owner = ThreadOwner("ShardSet")
 
@@ -40,21 +44,29 @@ final class ShardSet {
 
     func insert(_ shard: Shard) {
         owner.check()
+        shard.recountBelow = countedThrough[shard.partition] ?? -1
+        shard.evictionsAtOpen = shard.processor.engine.dedupeEvictions
         shards[shard.partition] = shard
     }
 
-    /// Gives a partition up after its work was checkpointed, keeping its counters.
+    /// Gives a partition up after its work was checkpointed, keeping its counts.
     func retire(_ partition: Int32) {
         owner.check()
         guard let shard = shards.removeValue(forKey: partition) else { return }
-        retiredCounters.add(shard.processor.counters)
+        keepCounts(of: shard)
     }
 
     /// Forgets a partition taken away without a rebalance: its work since the last
-    /// checkpoint belongs to whoever bills it next.
+    /// checkpoint belongs to whoever bills it next. What it counted stays counted.
     func drop(_ partition: Int32) {
         owner.check()
-        shards[partition] = nil
+        guard let shard = shards.removeValue(forKey: partition) else { return }
+        keepCounts(of: shard)
+    }
+
+    private func keepCounts(of shard: Shard) {
+        retired.add(shard)
+        countedThrough[shard.partition] = max(countedThrough[shard.partition] ?? -1, shard.nextOffset)
     }
 
     /// Whether `pending` is a checkpoint of the opening of its partition this worker holds.
@@ -134,14 +146,12 @@ final class ShardSet {
         logger.error("consume error: \(error)")
     }
 
-    /// The worker's counters: the shards given up, and each shard's restored and new ones.
-    var totals: ProcessingCounters {
-        var counters = retiredCounters
-        for shard in shards.values {
-            counters.add(shard.baseCounters)
-            counters.add(shard.processor.counters)
-        }
-        return counters
+    /// This process's totals: what every shard it held counted, each record once, so they
+    /// never go backwards whatever partitions come and go.
+    var totals: ProcessTotals {
+        var totals = retired
+        for shard in shards.values { totals.add(shard) }
+        return totals
     }
 
     /// An account's balances, from whichever shard knows it.
@@ -165,5 +175,21 @@ final class ShardSet {
             }
         }
         return Array(reports.sorted { $0.billableCalls > $1.billableCalls }.prefix(limit))
+    }
+}
+
+/// Counts of this process, monotonic for its life.
+struct ProcessTotals {
+    var counters = ProcessingCounters()
+    /// Records billed again after a partition came back (their counts are not in `counters`).
+    var recordsRebilled: UInt64 = 0
+    var dedupeEvictions: (all: UInt64, openMonth: UInt64) = (0, 0)
+
+    mutating func add(_ shard: Shard) {
+        counters.add(shard.countedCounters)
+        recordsRebilled += shard.rebilled.recordsRead
+        let evictions = shard.evictionsSinceOpen
+        dedupeEvictions.all += evictions.all
+        dedupeEvictions.openMonth += evictions.openMonth
     }
 }

@@ -11,6 +11,8 @@ final class StatusPublisher {
     var status = WorkerStatus()
     /// Hands a copy to the readers.
     private let deliver: (WorkerStatus) -> Void
+    /// Whether the brokers answered the last look (`BrokerWatch`); true until one is set.
+    var brokersReachable: () -> Bool = { true }
     private let logger: Logger
     private let inputTopic: String
     private let statusIntervalSeconds: Double
@@ -28,8 +30,10 @@ final class StatusPublisher {
         statusIntervalSeconds = Double(options.statusIntervalMs) / 1000
         let now = monotonicSeconds()
         status.startedAt = now
+        status.startedAtMs = wallClockMs()
         nextLineAt = now + statusIntervalSeconds
         lastLine.at = now
+        publish()
     }
 
     /// Publishes when due, and logs the status line when due.
@@ -50,32 +54,35 @@ final class StatusPublisher {
         var accounts = 0
         var balances = 0
         var remembered = 0
-        var evictions: (all: UInt64, openMonth: UInt64) = (0, 0)
         status.positions = [:]
+        status.checkpointTakenMs = [:]
         for shard in shards.all {
             let engine = shard.processor.engine
             accounts += engine.accountCount
             balances += engine.liveBalanceCount
             remembered += engine.rememberedIDs
-            evictions.all += engine.dedupeEvictions.all
-            evictions.openMonth += engine.dedupeEvictions.openMonth
             let end = consumer?.cachedHighWatermark(TopicPartition(inputTopic, shard.partition))
             status.positions[shard.partition] = (shard.nextOffset, end.map { max($0, shard.nextOffset) } ?? shard.stopOffset)
+            status.checkpointTakenMs[shard.partition] = shard.checkpointTakenMs
         }
-        status.counters = shards.totals
+        let totals = shards.totals
+        status.counters = totals.counters
+        status.recordsRebilled = totals.recordsRebilled
+        status.dedupeEvictions = totals.dedupeEvictions.all
+        status.dedupeEvictionsOpenMonth = totals.dedupeEvictions.openMonth
         status.accounts = accounts
         status.liveBalances = balances
         status.rememberedIDs = remembered
-        status.dedupeEvictions = evictions.all
-        status.dedupeEvictionsOpenMonth = evictions.openMonth
         status.assignedPartitions = shards.partitions
-        status.updatedAt = monotonicSeconds()
         publish()
     }
 
-    /// Hands readers a copy of the status as it stands.
+    /// Hands readers a copy of the status as it stands, marked as of now (`/healthz` reads
+    /// how long ago that was).
     func publish() {
         owner.check()
+        status.updatedAt = monotonicSeconds()
+        status.brokersReachable = brokersReachable()
         deliver(status)
     }
 

@@ -67,7 +67,19 @@ public final class StreamingWorker: @unchecked Sendable {
         // the time; glibc's default would hand them back to the kernel each time.
         pm_retain_freed_memory()
         do {
-            let partitionCount = try ClusterProbe(options: options, logger: logger).waitForTopics()
+            do {
+                try store.claim(for: options.mode == .live ? .run : .replay)
+            } catch {
+                throw WorkerError(error.message, kind: .configuration)
+            }
+            let probe = ClusterProbe(options: options, logger: logger, stopRequested: { self.isStopRequested },
+                                     heartbeat: { status.publish() })
+            guard let partitionCount = try probe.waitForTopics() else {
+                logger.info("stopped before the cluster was reached")
+                status.status.phase = .stopped
+                status.publish()
+                return
+            }
             let session = try WorkerSession(worker: self, inputPartitionCount: partitionCount, status: status)
             try session.run()
         } catch {
@@ -79,13 +91,12 @@ public final class StreamingWorker: @unchecked Sendable {
 
     // MARK: - Balance queries
 
-    /// An account's balances, answered by the worker thread between batches: nil when the
-    /// worker did not answer in time, `.some(nil)` when no partition it owns knows the account.
-    public func balances(account: String, month: BillingMonth?, timeoutSeconds: Double = 5) -> AccountBalances?? {
-        let query = BalanceQuery(account: account, month: month)
-        queries.withLock { $0.append(query) }
-        guard query.done.wait(timeout: .now() + timeoutSeconds) == .success else { return nil }
-        return .some(query.answer)
+    /// Asks for an account's balances. The worker thread answers between batches, calling
+    /// `answer` on its thread with the balances, or nil when no partition it owns knows the
+    /// account. A worker that is not running never answers: the caller keeps a deadline.
+    public func balances(account: String, month: BillingMonth?,
+                         answer: @escaping @Sendable (AccountBalances?) -> Void) {
+        queries.withLock { $0.append(BalanceQuery(account: account, month: month, answer: answer)) }
     }
 
     /// Answers the queued balance queries; on the worker thread.
@@ -95,23 +106,14 @@ public final class StreamingWorker: @unchecked Sendable {
             return list
         }
         for query in pending {
-            query.answer = shards.balances(ofAccountNamed: query.account, month: query.month)
-            query.done.signal()
+            query.answer(shards.balances(ofAccountNamed: query.account, month: query.month))
         }
     }
 
-    /// One reader's question and, once `done` is signalled, its answer.
-    // Sound as `@unchecked Sendable`: `answer` is written by the worker thread before it
-    // signals `done`, and read by the asker only after `done`.
-    final class BalanceQuery: @unchecked Sendable {
+    /// One reader's question and where its answer goes.
+    struct BalanceQuery: Sendable {
         let account: String
         let month: BillingMonth?
-        let done = DispatchSemaphore(value: 0)
-        var answer: AccountBalances?
-
-        init(account: String, month: BillingMonth?) {
-            self.account = account
-            self.month = month
-        }
+        let answer: @Sendable (AccountBalances?) -> Void
     }
 }

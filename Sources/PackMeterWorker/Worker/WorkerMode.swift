@@ -113,7 +113,13 @@ final class ReplayMode: WorkerMode {
     /// own checkpoint) and where `--to` stops.
     private func range(of tps: [TopicPartition]) throws -> (starts: [Int32: Int64], stops: [Int32: Int64]) {
         var stops: [Int32: Int64] = [:]
-        for tp in tps { stops[tp.partition] = try consumer.watermarks(tp, timeoutMs: 10_000).high }
+        var nonEmpty: [TopicPartition] = []
+        for tp in tps {
+            let (low, high) = try consumer.watermarks(tp, timeoutMs: 10_000)
+            stops[tp.partition] = high
+            if low < high { nonEmpty.append(tp) }
+        }
+        if case .time = from { try requireTimeIndex(nonEmpty) } else if case .time = to { try requireTimeIndex(nonEmpty) }
         if case let .time(ms) = to {
             for (tp, offset) in try consumer.offsets(forTime: ms, tps, timeoutMs: 10_000) {
                 stops[tp.partition] = offset < 0 ? stops[tp.partition]! : min(offset, stops[tp.partition]!)
@@ -126,6 +132,17 @@ final class ReplayMode: WorkerMode {
             }
         }
         return (starts, stops)
+    }
+
+    /// Refuses `--from`/`--to TIME` where the brokers cannot map a time to an offset: asked for
+    /// the first record at or after the epoch, a partition holding records must name one.
+    /// (librdkafka's mock cluster answers -1 to every such question.)
+    private func requireTimeIndex(_ nonEmpty: [TopicPartition]) throws {
+        guard !nonEmpty.isEmpty else { return }
+        for (tp, offset) in try consumer.offsets(forTime: 0, nonEmpty, timeoutMs: 10_000) where offset < 0 {
+            throw WorkerError("--from/--to TIME: the brokers at \(options.brokers) cannot map times to offsets (asked for the first record of \(tp.topic)[\(tp.partition)], which holds records, they answered none); replay by offsets (earliest, end) or use a broker with a time index",
+                              kind: .configuration)
+        }
     }
 
     func turnIsLast(now: Double, shards: ShardSet) -> Bool {

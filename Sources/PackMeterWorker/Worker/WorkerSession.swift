@@ -21,6 +21,7 @@ final class WorkerSession {
     private let status: StatusPublisher
     private let opener: PartitionOpener
     private let checkpointer: Checkpointer
+    private let brokerWatch: BrokerWatch
 
     init(worker: StreamingWorker, inputPartitionCount: Int, status: StatusPublisher) throws {
         let options = worker.options
@@ -35,6 +36,9 @@ final class WorkerSession {
         producer = try KafkaProducer(bootstrapServers: options.brokers, configuration: producerConfiguration, logger: logger)
         let ledger = OutputLedger(topics: OutputTopics(overage: options.outputTopic, deadLetters: options.dlqTopic))
         producer.onDeliveries = { ledger.delivered($0) }
+        let watch = BrokerWatch(producer: producer, topic: options.inputTopic, logger: logger)
+        brokerWatch = watch
+        status.brokersReachable = { watch.isReachable }
         sink = OutputSink(producer: producer, overage: try producer.topic(options.outputTopic),
                           deadLetters: try producer.topic(options.dlqTopic), ledger: ledger,
                           topic: options.inputTopic, logger: logger)
@@ -54,6 +58,7 @@ final class WorkerSession {
     /// Bills until the worker is asked to stop (live) or the range is done (replay), then
     /// checkpoints everything and leaves.
     func run() throws {
+        defer { brokerWatch.stop() }
         try mode.start(self)
         status.status.phase = .running
         let batch = MessageBatch(capacity: options.pollBatchMax)
@@ -84,14 +89,14 @@ final class WorkerSession {
 
     private func bill(_ batch: MessageBatch, count: Int) throws {
         if let probe = worker.batchProbe {
-            probe(BatchProbe(moment: .polled, recordsRead: shards.totals.recordsRead, checkpointsStarted: status.status.checkpointsStarted))
+            probe(BatchProbe(moment: .polled, recordsRead: shards.totals.counters.recordsRead, checkpointsStarted: status.status.checkpointsStarted))
         }
         let result = try shards.bill(batch, count: count, sink: sink)
         if result.producerQueueWasFull { status.status.producerQueueFull += 1 }
         status.status.outputsSuppressed += result.outputsSuppressed
         status.status.recordsLostToRetention += result.recordsLostToRetention
         if let probe = worker.batchProbe {
-            probe(BatchProbe(moment: .billed, recordsRead: shards.totals.recordsRead, checkpointsStarted: status.status.checkpointsStarted))
+            probe(BatchProbe(moment: .billed, recordsRead: shards.totals.counters.recordsRead, checkpointsStarted: status.status.checkpointsStarted))
         }
     }
 
