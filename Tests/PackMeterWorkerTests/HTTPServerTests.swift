@@ -113,9 +113,16 @@ struct HTTPServerTests {
         var limits = HTTPServerLimits()
         limits.connectionsMax = 5
         try await withServer(limits) { address in
-            let held = (0..<5).compactMap { _ in connectLoopback(address) }
+            let held = (0..<5).compactMap { _ in connectLoopback(address, timeout: 10) }
             #expect(held.count == 5)
-            try await Task.sleep(for: .milliseconds(200))
+            // Each is admitted for sure once it has been answered (it stays open: keep-alive).
+            let request = Array("GET /fast HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            for fd in held {
+                #expect(send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count)
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                let n = recv(fd, &buffer, buffer.count, 0)
+                #expect(n > 0 && String(decoding: buffer[0..<max(n, 0)], as: UTF8.self).hasPrefix("HTTP/1.1 200"))
+            }
             // The sixth is accepted and closed at once: no answer.
             #expect(httpGet(address: address, path: "/fast") == nil)
             held.forEach { close($0) }
