@@ -26,11 +26,11 @@ public struct CheckpointHeader: Sendable, Equatable {
     /// Input offsets at or after `nextOffset` whose outputs were already in the output topics
     /// before those end offsets (written by an earlier run that got further than the
     /// checkpoint it resumed from). Reading back from the end offsets does not see them.
-    public var alreadyWritten: [Int64]
+    public var alreadyWritten: [WrittenOutput]
 
     public init(topic: String, partition: Int32, nextOffset: Int64, configuration: EngineConfiguration,
                 counters: ProcessingCounters, createdMs: Int64, outputEndOffsets: [String: [Int32: Int64]] = [:],
-                alreadyWritten: [Int64] = []) {
+                alreadyWritten: [WrittenOutput] = []) {
         self.topic = topic
         self.partition = partition
         self.nextOffset = nextOffset
@@ -92,7 +92,10 @@ public struct CheckpointHeader: Sendable, Equatable {
             w.append(UInt8(ascii: "}"))
         }
         w.append(raw: "},\"written\":[")
-        for (i, offset) in alreadyWritten.enumerated() { w.append(utf8: i > 0 ? ",\(offset)" : "\(offset)") }
+        let (plain, notices) = (alreadyWritten.filter { $0.identity == 0 }, alreadyWritten.filter { $0.identity != 0 })
+        for (i, output) in plain.enumerated() { w.append(utf8: i > 0 ? ",\(output.offset)" : "\(output.offset)") }
+        w.append(raw: "],\"written_notices\":[")
+        for (i, output) in notices.enumerated() { w.append(utf8: "\(i > 0 ? "," : "")[\(output.offset),\(output.identity)]") }
         w.append(raw: "]}")
         return w.string
     }
@@ -138,7 +141,12 @@ public struct CheckpointHeader: Sendable, Equatable {
             outputs[topic] = offsets
         }
         outputEndOffsets = outputs
-        alreadyWritten = (value["written"]?.arrayValue ?? []).compactMap(\.intValue)
+        let plain = (value["written"]?.arrayValue ?? []).compactMap(\.intValue).map { WrittenOutput(offset: $0) }
+        let notices = (value["written_notices"]?.arrayValue ?? []).compactMap { pair -> WrittenOutput? in
+            guard let items = pair.arrayValue, items.count == 2, let offset = items[0].intValue, let identity = items[1].intValue else { return nil }
+            return WrittenOutput(offset: offset, identity: identity)
+        }
+        alreadyWritten = (plain + notices).sorted()
     }
 }
 

@@ -6,6 +6,8 @@ public struct RateJob {
     public var input: String
     public var overageOut: String?
     public var dlqOut: String?
+    /// Where notices go (the configuration's thresholds say when they are due).
+    public var noticesOut: String?
     public var balancesOut: String?
     public var configuration: EngineConfiguration
     /// Print a progress line on stderr every few seconds once the input takes longer than 3 s.
@@ -37,6 +39,7 @@ public struct RateJob {
         if let nowMs { reader.recordTimestampMs = nowMs }
         let overage = try overageOut.map { path throws(IOError) in try FileOutput(path: path) }
         let dlq = try dlqOut.map { path throws(IOError) in try FileOutput(path: path) }
+        let notices = try noticesOut.map { path throws(IOError) in try FileOutput(path: path) }
         let processor = configuration.makeProcessor(topic: input, partition: 0)
         processor.recordTimestampName = "the time of the run (--now)"
         let batch = OutputBatch()
@@ -49,6 +52,7 @@ public struct RateJob {
                 switch entry.kind {
                 case .overage: try overage?.writeLine(batch.value(of: entry))
                 case .deadLetter: try dlq?.writeLine(batch.value(of: entry))
+                case .notice: try notices?.writeLine(batch.value(of: entry))
                 }
             }
             batch.removeAll()
@@ -70,6 +74,7 @@ public struct RateJob {
         try drain()
         try overage?.flush()
         try dlq?.flush()
+        try notices?.flush()
         let seconds = monotonicSeconds() - started
 
         if let balancesOut {
@@ -134,6 +139,10 @@ public enum Summary {
         lines.append(row("  free grants", c.callsFree))
         lines.append(row("  prepaid packs", c.callsPrepaid))
         lines.append(row("  overage", c.callsOverage) + "  in \(grouped(c.overageRecords)) overage records")
+        if c.noticesTotal > 0 {
+            lines.append(row("notices", c.noticesTotal))
+            for kind in Notice.Kind.allCases where c[notice: kind] > 0 { lines.append(row("  " + kind.name, c[notice: kind])) }
+        }
         return lines
     }
 

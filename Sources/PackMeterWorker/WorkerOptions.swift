@@ -20,6 +20,8 @@ public struct WorkerOptions: Sendable {
     public var inputTopic = "ocr.usage"
     public var outputTopic = "ocr.overage"
     public var dlqTopic = "ocr.usage.dlq"
+    /// Where notices go; nil: no notices (the engine configuration then has none either).
+    public var noticesTopic: String? = "ocr.notices"
     public var group = "packmeter"
     public var checkpointDirectory = "./checkpoints"
     public var checkpointIntervalMs: Int64 = 5000

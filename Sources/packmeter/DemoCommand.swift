@@ -14,7 +14,7 @@ struct DemoCommand: ParsableCommand {
         abstract: "The whole pipeline on an embedded cluster with a generated workload.",
         discussion: """
             Starts librdkafka's mock cluster in this process (topics ocr.usage, ocr.overage and \
-            ocr.usage.dlq, 8 partitions each), generates a realistic workload (thousands of \
+            ocr.usage.dlq and ocr.notices, 8 partitions each), generates a realistic workload (thousands of \
             accounts with a skewed load over many actions, across the October/November \
             boundary in Asia/Shanghai, with purchases, refunds, suspensions, producer retries \
             and broken records) and produces it while the streaming worker consumes it, with a \
@@ -57,7 +57,7 @@ struct DemoCommand: ParsableCommand {
         let cluster: MockCluster
         do {
             cluster = try MockCluster(brokers: 1, logger: quiet)
-            for topic in ["ocr.usage", "ocr.overage", "ocr.usage.dlq"] { try cluster.createTopic(topic, partitions: partitions) }
+            for topic in ["ocr.usage", "ocr.overage", "ocr.usage.dlq", "ocr.notices"] { try cluster.createTopic(topic, partitions: partitions) }
         } catch {
             throw RuntimeFailure("cannot start the embedded cluster: \(error)")
         }
@@ -161,6 +161,10 @@ struct DemoCommand: ParsableCommand {
         print("  dead letters         \(Summary.grouped(c.rejectedTotal)) on ocr.usage.dlq")
         for reason in RejectReason.allCases where c[reason] > 0 {
             print("    \(reason.rawValue.padding(toLength: 18, withPad: " ", startingAt: 0)) \(Summary.grouped(c[reason]))")
+        }
+        print("  notices              \(Summary.grouped(c.noticesTotal)) on ocr.notices")
+        for kind in Notice.Kind.allCases {
+            print("    \(kind.name.padding(toLength: 18, withPad: " ", startingAt: 0)) \(Summary.grouped(c[notice: kind]))")
         }
         print("")
         print("  busiest accounts (billable calls; per month and pack: free used / prepaid / overage)")

@@ -22,7 +22,36 @@ struct EngineOptions: ParsableArguments {
         valueName: "ids"))
     var dedupeCapacity = PartitionEngine.dedupeCapacityDefault
 
-    static let environmentFlags = ["time-zone", "allowed-lateness", "catalog", "dedupe-capacity"]
+    @Option(name: .customLong("notice-thresholds"), help: ArgumentHelp(
+        "Percentages of a free grant used at which a free_grant_used notice is due (default: the catalog's, else 80,100; empty: none).",
+        valueName: "list"))
+    var noticeThresholds: String?
+
+    @Option(name: .customLong("prepaid-notice-thresholds"), help: ArgumentHelp(
+        "Percentages of a prepaid pack used at which a prepaid_used notice is due (default: the catalog's, else 90,100; empty: none).",
+        valueName: "list"))
+    var prepaidNoticeThresholds: String?
+
+    static let environmentFlags = ["time-zone", "allowed-lateness", "catalog", "dedupe-capacity", "notice-thresholds",
+                                   "prepaid-notice-thresholds"]
+
+    /// The notice thresholds: the flags, else the catalog's, else the defaults.
+    func thresholds(for catalog: Catalog) throws -> NoticeThresholds {
+        let base = catalog.noticeThresholds ?? .defaults
+        func list(_ text: String?, _ flag: String, _ fallback: [UInt8]) throws -> [Int] {
+            guard let text else { return fallback.map(Int.init) }
+            guard let values = NoticeThresholds.parseList(text) else {
+                throw ConfigurationError("--\(flag) '\(text)' is not a list of percentages such as 80,100")
+            }
+            return values
+        }
+        var problem = ""
+        guard let thresholds = NoticeThresholds(freeGrant: try list(noticeThresholds, "notice-thresholds", base.freeGrant),
+                                                prepaid: try list(prepaidNoticeThresholds, "prepaid-notice-thresholds", base.prepaid),
+                                                problem: &problem)
+        else { throw ConfigurationError(problem) }
+        return thresholds
+    }
 
     func configuration(maxFutureSkew: String? = nil) throws -> EngineConfiguration {
         let calendar: BillingCalendar
@@ -46,7 +75,7 @@ struct EngineOptions: ParsableArguments {
         }
         let loaded = try catalog.map { path throws(CatalogError) in try Catalog.load(path: path) } ?? Catalog.builtin()
         return EngineConfiguration(catalog: loaded, calendar: calendar, allowedLatenessMs: lateness,
-                                   dedupeCapacity: dedupeCapacity, maxFutureSkewMs: skew)
+                                   dedupeCapacity: dedupeCapacity, maxFutureSkewMs: skew, notices: try thresholds(for: loaded))
     }
 }
 

@@ -33,6 +33,9 @@ struct RateCommand: ParsableCommand {
     @Option(name: .customLong("dlq-out"), help: ArgumentHelp("Write rejected records (dead letters) to this file; without it they are only counted.", valueName: "file"))
     var dlqOut: String?
 
+    @Option(name: .customLong("notices-out"), help: ArgumentHelp("Write notices (free grant or prepaid pack running low, overage started, pack expiring) to this file; without it none are made.", valueName: "file"))
+    var noticesOut: String?
+
     @Option(name: .customLong("balances-out"), help: ArgumentHelp("Write every account's final balances to this file, one JSON object a line, ordered by account.", valueName: "file"))
     var balancesOut: String?
 
@@ -47,7 +50,7 @@ struct RateCommand: ParsableCommand {
 
     @OptionGroup var engine: EngineOptions
 
-    static let environmentFlags = ["overage-out", "dlq-out", "balances-out", "now", "max-future-skew"] + EngineOptions.environmentFlags
+    static let environmentFlags = ["overage-out", "dlq-out", "notices-out", "balances-out", "now", "max-future-skew"] + EngineOptions.environmentFlags
 
     func run() throws {
         try checkPaths()
@@ -56,9 +59,12 @@ struct RateCommand: ParsableCommand {
             guard let parsed = Timestamp.parseRFC3339(now) else { throw ConfigurationError("--now '\(now)' is neither wall-clock nor an RFC 3339 time") }
             nowMs = parsed
         }
+        var configuration = try engine.configuration(maxFutureSkew: maxFutureSkew)
+        if noticesOut == nil { configuration.notices = nil }
         var job = RateJob(input: input, overageOut: overageOut, dlqOut: dlqOut, balancesOut: balancesOut,
-                          configuration: try engine.configuration(maxFutureSkew: maxFutureSkew), progress: !quiet)
+                          configuration: configuration, progress: !quiet)
         job.nowMs = nowMs
+        job.noticesOut = noticesOut
         let result = try job.run()
         guard !quiet else { return }
         for line in Summary.lines(result.counters, seconds: result.seconds, title: "packmeter rate") {
@@ -80,7 +86,7 @@ struct RateCommand: ParsableCommand {
             throw ConfigurationError("cannot read '\(input)': no such file")
         }
         let source = URL(fileURLWithPath: input).resolvingSymlinksInPath().standardizedFileURL.path
-        for (flag, path) in [("--overage-out", overageOut), ("--dlq-out", dlqOut), ("--balances-out", balancesOut)] {
+        for (flag, path) in [("--overage-out", overageOut), ("--dlq-out", dlqOut), ("--notices-out", noticesOut), ("--balances-out", balancesOut)] {
             guard let path, path != "-" else { continue }
             if URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path == source {
                 throw ConfigurationError("\(flag) '\(path)' is the input file; writing it would destroy the input")

@@ -21,6 +21,9 @@ struct WorkerFlags: ParsableArguments {
     @Option(help: ArgumentHelp("Where rejected records (dead letters) go.", valueName: "topic"))
     var dlq = "ocr.usage.dlq"
 
+    @Option(help: ArgumentHelp("Where notices go (free grant or prepaid pack running low, overage started, pack expiring); empty: no notices.", valueName: "topic"))
+    var notices = "ocr.notices"
+
     @Option(help: ArgumentHelp("The consumer group (run).", valueName: "name"))
     var group = "packmeter"
 
@@ -53,7 +56,7 @@ struct WorkerFlags: ParsableArguments {
 
     @OptionGroup var engine: EngineOptions
 
-    static let environmentFlags = ["brokers", "input", "output", "dlq", "group", "checkpoint-dir", "checkpoint-interval",
+    static let environmentFlags = ["brokers", "input", "output", "dlq", "notices", "group", "checkpoint-dir", "checkpoint-interval",
                                    "keep-checkpoints", "max-future-skew", "http", "status-interval", "startup-timeout",
                                    "log-level", "kafka-config"] + EngineOptions.environmentFlags
 
@@ -79,6 +82,8 @@ struct WorkerFlags: ParsableArguments {
         options.inputTopic = input
         options.outputTopic = output
         options.dlqTopic = dlq
+        options.noticesTopic = notices.isEmpty ? nil : notices
+        if notices.isEmpty { options.engine.notices = nil }
         options.group = group
         switch mode {
         case .live: options.checkpointDirectory = checkpointDir ?? "./checkpoints"
@@ -106,7 +111,10 @@ struct WorkerFlags: ParsableArguments {
         } catch {
             throw ConfigurationError("--kafka-config: \(error.message)")
         }
-        guard Set([input, output, dlq]).count == 3 else { throw ConfigurationError("--input, --output and --dlq must be three different topics") }
+        let topics = [input, output, dlq] + (notices.isEmpty ? [] : [notices])
+        guard Set(topics).count == topics.count else {
+            throw ConfigurationError("--input, --output, --dlq and --notices must be different topics")
+        }
         return options
     }
 }
@@ -235,8 +243,8 @@ struct MockBrokerCommand: ParsableCommand {
         abstract: "Serve librdkafka's in-memory Kafka cluster, for development and tests.",
         discussion: """
             Prints the bootstrap address as the first line of standard output, then serves until \
-            SIGTERM or SIGINT. Without --topic it creates ocr.usage, ocr.overage and \
-            ocr.usage.dlq with 8 partitions each. The mock keeps only the newest 5 MiB or \
+            SIGTERM or SIGINT. Without --topic it creates ocr.usage, ocr.overage, \
+            ocr.usage.dlq and ocr.notices with 8 partitions each. The mock keeps only the newest 5 MiB or \
             100,000 batches of each partition.
 
             Formats and guarantees: docs/contract.md; the rules: docs/rules.md (in packmeter's repository).
@@ -256,7 +264,7 @@ struct MockBrokerCommand: ParsableCommand {
 
     func run() throws {
         var specs: [(String, Int)] = []
-        for spec in topics.isEmpty ? ["ocr.usage:8", "ocr.overage:8", "ocr.usage.dlq:8"] : topics {
+        for spec in topics.isEmpty ? ["ocr.usage:8", "ocr.overage:8", "ocr.usage.dlq:8", "ocr.notices:8"] : topics {
             let parts = spec.split(separator: ":")
             guard parts.count == 2, let n = Int(parts[1]), n >= 1, !parts[0].isEmpty else {
                 throw ConfigurationError("--topic '\(spec)' is not NAME:PARTITIONS")

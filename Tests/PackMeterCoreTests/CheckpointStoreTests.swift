@@ -25,7 +25,7 @@ struct CheckpointStoreTests {
     func header(_ offset: Int64, _ ledger: Ledger, configuration: EngineConfiguration? = nil) -> CheckpointHeader {
         CheckpointHeader(topic: "ocr.usage", partition: 2, nextOffset: offset, configuration: configuration ?? self.configuration,
                          counters: ledger.counters, createdMs: 1, outputEndOffsets: ["ocr.overage": [0: 17, 1: 4]],
-                         alreadyWritten: [offset + 3, offset + 9])
+                         alreadyWritten: [WrittenOutput(offset: offset + 3), WrittenOutput(offset: offset + 9, identity: 77)])
     }
 
     @Test func writeThenRestore_givesTheSameState_andKeepsTheNewestN() throws {
@@ -40,7 +40,7 @@ struct CheckpointStoreTests {
         #expect(restored.header.nextOffset == 300)
         #expect(restored.header.counters == l.counters)
         #expect(restored.header.outputEndOffsets == ["ocr.overage": [0: 17, 1: 4]])
-        #expect(restored.header.alreadyWritten == [303, 309])
+        #expect(restored.header.alreadyWritten == [WrittenOutput(offset: 303), WrittenOutput(offset: 309, identity: 77)])
         let a = l.engine
         let b = restored.engine
         #expect(a.accountsWithState().map { a.balances(of: $0) } == b.accountsWithState().map { b.balances(of: $0) })

@@ -28,14 +28,16 @@ final class Ledger {
     var overageLines: [String] = []
     var deadLetters: [JSONValue] = []
     var deadLetterLines: [String] = []
+    var notices: [JSONValue] = []
+    var noticeLines: [String] = []
     private var offset: Int64 = 0
     private let batch = OutputBatch()
 
     init(zone: String = "Asia/Shanghai", latenessMs: Int64 = 72 * 3_600_000, catalog: Catalog = builtinCatalog,
          dedupeCapacity: Int = PartitionEngine.dedupeCapacityDefault, topic: String = "ocr.usage", partition: Int32 = 0,
-         engine: PartitionEngine? = nil) {
+         engine: PartitionEngine? = nil, notices: NoticeThresholds? = nil) {
         let configuration = EngineConfiguration(catalog: catalog, calendar: calendar(zone), allowedLatenessMs: latenessMs,
-                                                dedupeCapacity: dedupeCapacity)
+                                                dedupeCapacity: dedupeCapacity, notices: notices)
         if let engine {
             processor = PartitionProcessor(engine: engine, topic: topic, partition: partition)
         } else {
@@ -80,6 +82,9 @@ final class Ledger {
             case .deadLetter:
                 deadLetters.append(value)
                 deadLetterLines.append(text)
+            case .notice:
+                notices.append(value)
+                noticeLines.append(text)
             }
         }
         return produced

@@ -16,13 +16,18 @@ struct PropertyTests {
         var generator = LogGenerator(seed: seed)
         let events = generator.generate(6000)
         let model = ReferenceModel(catalog: builtinCatalog, calendar: shanghai, latenessMs: 72 * 3_600_000)
-        let ledger = Ledger()
+        let ledger = Ledger(notices: .defaults)
         var outcomes: [String: Int] = [:]
         for (offset, event) in events.enumerated() {
             let before = ledger.counters
-            let produced = ledger.feed(event.line)
+            let all = ledger.feed(event.line)
             let after = ledger.counters
             let expected = model.apply(event)
+            // Notices, in the contract's order, as the model finds them.
+            let notices = all.filter { $0["kind"] != nil }
+            let produced = all.filter { $0["kind"] == nil }
+            #expect(notices.compactMap { $0["id"]?.stringValue } == model.notices, "record \(offset): \(event.line)")
+            for notice in notices { outcomes[notice["kind"]?.stringValue ?? "?", default: 0] += 1 }
             switch expected {
             case let .applied(free, prepaid, overage):
                 #expect(after.applied == before.applied + 1, "record \(offset): \(event.line)")
@@ -49,7 +54,8 @@ struct PropertyTests {
             }
         }
         // Every kind of outcome occurred, so the comparison covered every rule.
-        for kind in ["applied", "prepaid", "refund", "suspend", "nonBillable", "duplicate", "too_late", "refund_rejected", "malformed_json", "unknown_action"] {
+        for kind in ["applied", "prepaid", "refund", "suspend", "nonBillable", "duplicate", "too_late", "refund_rejected", "malformed_json", "unknown_action",
+                     "free_grant_used", "prepaid_used", "overage_started", "prepaid_expiring"] {
             #expect(outcomes[kind, default: 0] > 0, "no \(kind) in seed \(seed)")
         }
         for account in model.accounts.sorted() {

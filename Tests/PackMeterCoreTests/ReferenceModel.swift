@@ -52,6 +52,19 @@ final class ReferenceModel {
         var id: String; var account: String; var pack: String
         var quantity: Int; var remaining: Int
         var effective: Int64; var expires: Int64; var purchasedAt: Int64; var sequence: Int
+        /// The watermark has reached `expires` − 7 days (its notice was due then, if any).
+        var expiringDue = false
+    }
+
+    /// A notice as the contract defines it: its id, and what it is sorted by.
+    struct ModelNotice: Comparable {
+        var kindOrder: Int; var account: String; var key: String; var threshold: Int; var id: String
+        static func < (a: ModelNotice, b: ModelNotice) -> Bool {
+            if a.kindOrder != b.kindOrder { return a.kindOrder < b.kindOrder }
+            if a.account != b.account { return Array(a.account.utf8).lexicographicallyPrecedes(Array(b.account.utf8)) }
+            if a.key != b.key { return Array(a.key.utf8).lexicographicallyPrecedes(Array(b.key.utf8)) }
+            return a.threshold < b.threshold
+        }
     }
 
     let catalog: Catalog
@@ -65,6 +78,11 @@ final class ReferenceModel {
     var suspended: Set<String> = []
     var accounts: Set<String> = []
     var sequence = 0
+    /// The notices of the last event applied, in the contract's order.
+    var notices: [String] = []
+    private var found: [ModelNotice] = []
+    let freeThresholds = [80, 100]
+    let prepaidThresholds = [90, 100]
 
     init(catalog: Catalog, calendar: BillingCalendar, latenessMs: Int64) {
         self.catalog = catalog
@@ -77,6 +95,26 @@ final class ReferenceModel {
     }
 
     func apply(_ event: ModelEvent) -> Outcome {
+        found = []
+        let outcome = applyRules(event)
+        notices = found.sorted().map(\.id)
+        return outcome
+    }
+
+    private func note(_ kind: Int, _ name: String, account: String, key: String, month: BillingMonth?, threshold: Int = 0) {
+        var id = "\(account)/\(name)/\(key)"
+        if let month { id += "/\(month)" }
+        if threshold > 0 { id += "/\(threshold)" }
+        found.append(ModelNotice(kindOrder: kind, account: account, key: key, threshold: threshold, id: id))
+    }
+
+    /// Whether `before` < the count at which t% of `limit` is reached <= `after`.
+    private func passes(_ t: Int, of limit: Int, from before: Int, to after: Int) -> Bool {
+        let due = (limit * t + 99) / 100
+        return before < due && due <= after
+    }
+
+    private func applyRules(_ event: ModelEvent) -> Outcome {
         switch event {
         case let .bad(_, reason):
             return .rejected(reason)
@@ -100,15 +138,23 @@ final class ReferenceModel {
                 free = min(rest, 1000 - u.free)
                 rest -= free
             }
+            for t in freeThresholds where free > 0 && passes(t, of: 1000, from: u.free, to: u.free + free) {
+                note(0, "free_grant_used", account: account, key: pack, month: month, threshold: t)
+            }
             var prepaid = 0
             let order = packs.indices.filter { packs[$0].account == account && packs[$0].pack == pack }
                 .sorted { (packs[$0].effective, packs[$0].sequence) < (packs[$1].effective, packs[$1].sequence) }
-            for i in order where rest > 0 && packs[i].effective <= ts && ts < packs[i].expires {
+            for i in order where rest > 0 && packs[i].effective <= ts && ts < packs[i].expires && packs[i].remaining > 0 {
                 let take = min(rest, packs[i].remaining)
+                let usedBefore = packs[i].quantity - packs[i].remaining
                 packs[i].remaining -= take
                 prepaid += take
                 rest -= take
+                for t in prepaidThresholds where passes(t, of: packs[i].quantity, from: usedBefore, to: usedBefore + take) {
+                    note(1, "prepaid_used", account: account, key: packs[i].id, month: nil, threshold: t)
+                }
             }
+            if rest > 0 && u.overage == 0 { note(2, "overage_started", account: account, key: pack, month: month) }
             u.free += free
             u.prepaid += prepaid
             u.overage += rest
@@ -145,8 +191,16 @@ final class ReferenceModel {
         }
     }
 
-    /// The watermark, month close and pack expiry of docs/contract.md.
+    /// The watermark, month close, `prepaid_expiring` and pack expiry of docs/contract.md.
     private func advance(_ ts: Int64) {
+        defer {
+            for i in packs.indices where !packs[i].expiringDue && watermark >= packs[i].expires - 7 * 86_400_000 {
+                packs[i].expiringDue = true
+                if packs[i].remaining > 0 { note(3, "prepaid_expiring", account: packs[i].account, key: packs[i].id, month: nil) }
+            }
+            // Also a pack bought with an old ts that has already expired at the watermark.
+            packs.removeAll { $0.expires <= watermark }
+        }
         if ts > watermark {
             watermark = ts
             let open = calendar.month(containing: watermark - latenessMs)!
@@ -156,8 +210,6 @@ final class ReferenceModel {
                 remembered = remembered.filter { $0.value >= open }
             }
         }
-        // Also a pack bought with an old ts that has already expired at the watermark.
-        packs.removeAll { $0.expires <= watermark }
     }
 
     /// The balances the engine should show for `account`.

@@ -10,7 +10,7 @@ import PackMeterWorkload
 /// run — no call counted twice or lost, no output emitted twice.
 @Suite("Exactly once under SIGKILL, and replay", .serialized)
 struct ExactlyOnceTests {
-    let outputTopics = ["ocr.overage", "ocr.usage.dlq"]
+    let outputTopics = e2eOutputTopics
 
     /// Starts the worker, lets it run until `until` says so, then kills it with `signal`.
     func life(_ name: String, broker: MockBroker, dir: String, environment: [String: String] = [:],
@@ -168,7 +168,7 @@ struct ExactlyOnceTests {
 
     @Test func liveRun_replay_andInterruptedReplay_giveIdenticalOutputs() throws {
         let dir = temporaryDirectory("replay")
-        let topics = e2eTopics + ["replay.overage:8", "replay.dlq:8", "resumed.overage:8", "resumed.dlq:8"]
+        let topics = e2eTopics + ["replay.overage:8", "replay.dlq:8", "replay.notices:8", "resumed.overage:8", "resumed.dlq:8", "resumed.notices:8"]
         let broker = try MockBroker(topics: topics, directory: dir)
         defer { broker.stop() }
         try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 40_000, seed: 44)
@@ -177,18 +177,19 @@ struct ExactlyOnceTests {
 
         // A replay into other topics, with its own checkpoints: exits 0 on its own.
         let replay = try ChildProcess("replay", arguments: workerArguments("replay", brokers: broker.bootstrap, checkpoints: "\(dir)/replay-ckpt",
-                                                                           extra: ["--output", "replay.overage", "--dlq", "replay.dlq"]),
+                                                                           extra: ["--output", "replay.overage", "--dlq", "replay.dlq",
+                                                                                   "--notices", "replay.notices"]),
                                       logDirectory: dir)
         try replay.start()
         #expect(replay.wait(timeout: 300) == 0, "\(replay.log.suffix(2000))")
         #expect(replay.log.contains("packmeter replay: 40,000 records"), "\(replay.log.suffix(2000))")
-        let replayed = try actualOutputs(brokers: broker.bootstrap, topics: ["replay.overage", "replay.dlq"], input: "ocr.usage")
+        let replayed = try actualOutputs(brokers: broker.bootstrap, topics: ["replay.overage", "replay.dlq", "replay.notices"], input: "ocr.usage")
         #expect(replayed.duplicates == 0)
         #expect(replayed.outputs == live.outputs)
 
         // Interrupted half-way and started again: the same again.
         let arguments = workerArguments("replay", brokers: broker.bootstrap, checkpoints: "\(dir)/resumed-ckpt",
-                                        extra: ["--output", "resumed.overage", "--dlq", "resumed.dlq"])
+                                        extra: ["--output", "resumed.overage", "--dlq", "resumed.dlq", "--notices", "resumed.notices"])
         let interrupted = try ChildProcess("replay-interrupted", arguments: arguments, logDirectory: dir)
         try interrupted.start()
         let deadline = Date().addingTimeInterval(120)
@@ -202,7 +203,7 @@ struct ExactlyOnceTests {
         let resumed = try ChildProcess("replay-resumed", arguments: arguments, logDirectory: dir)
         try resumed.start()
         #expect(resumed.wait(timeout: 300) == 0, "\(resumed.log.suffix(2000))")
-        let again = try actualOutputs(brokers: broker.bootstrap, topics: ["resumed.overage", "resumed.dlq"], input: "ocr.usage")
+        let again = try actualOutputs(brokers: broker.bootstrap, topics: ["resumed.overage", "resumed.dlq", "resumed.notices"], input: "ocr.usage")
         #expect(again.duplicates == 0)
         #expect(again.outputs == live.outputs)
 

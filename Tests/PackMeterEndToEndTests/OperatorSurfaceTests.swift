@@ -90,7 +90,7 @@ struct OperatorSurfaceTests {
     /// answers were 404). With one input partition and two workers, one of them owns none.
     @Test func aWorkerOwningNoPartitions_isNotReady() throws {
         let dir = temporaryDirectory("idlemember")
-        let broker = try MockBroker(topics: ["ocr.usage:1", "ocr.overage:1", "ocr.usage.dlq:1"], directory: dir)
+        let broker = try MockBroker(topics: ["ocr.usage:1", "ocr.overage:1", "ocr.usage.dlq:1", "ocr.notices:1"], directory: dir)
         defer { broker.stop() }
         try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 1_000, seed: 12)
         let workers = try ["a", "b"].map {
@@ -168,10 +168,12 @@ struct OperatorSurfaceTests {
         let input = try readTopic(brokers: broker.bootstrap, topic: "ocr.usage").values.reduce(0) { $0 + $1.count }
         let overage = try readTopic(brokers: broker.bootstrap, topic: "ocr.overage").values.reduce(0) { $0 + $1.count }
         let deadLetters = try readTopic(brokers: broker.bootstrap, topic: "ocr.usage.dlq").values.reduce(0) { $0 + $1.count }
+        let notices = try readTopic(brokers: broker.bootstrap, topic: "ocr.notices").values.reduce(0) { $0 + $1.count }
         #expect(worker.log.contains("lost ocr.usage partitions"), "the partitions were never lost:\n\(worker.log.suffix(2000))")
         #expect(worker.metric("packmeter_records_total") == Double(input))
         #expect(worker.metric("packmeter_overage_records_total") == Double(overage))
         #expect(worker.metric("packmeter_dead_letters_total") == Double(deadLetters))
+        #expect(worker.metric("packmeter_notices_total") == Double(notices) && notices > 0)
         #expect((worker.metric("packmeter_records_rebilled_total") ?? 0) > 0, "nothing was billed twice: the test did not test")
         worker.signal(SIGTERM)
         #expect(worker.wait() == 0, "\(worker.log.suffix(2000))")

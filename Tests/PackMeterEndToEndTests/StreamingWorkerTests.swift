@@ -30,7 +30,7 @@ struct StreamingWorkerTests {
         worker.signal(SIGTERM)
         #expect(worker.wait() == 0, "\(worker.log.suffix(3000))")
 
-        let actual = try actualOutputs(brokers: broker.bootstrap, topics: ["ocr.overage", "ocr.usage.dlq"], input: "ocr.usage")
+        let actual = try actualOutputs(brokers: broker.bootstrap, topics: e2eOutputTopics, input: "ocr.usage")
         #expect(actual.duplicates == 0)
         expectSameOutputs(actual.outputs, expected)
         try expectSameBalances(checkpointDirectory: "\(dir)/ckpt", topic: "ocr.usage", expected: expected)
@@ -77,7 +77,7 @@ struct StreamingWorkerTests {
         #expect(try waitForProgress(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage") { first.process.isRunning })
         first.signal(SIGTERM)
         #expect(first.wait() == 0, "\(first.log.suffix(3000))")
-        let halfway = try actualOutputs(brokers: broker.bootstrap, topics: ["ocr.overage", "ocr.usage.dlq"], input: "ocr.usage")
+        let halfway = try actualOutputs(brokers: broker.bootstrap, topics: e2eOutputTopics, input: "ocr.usage")
         #expect(halfway.total > 0 && halfway.total < expected.outputCount, "stopped at \(halfway.total) of \(expected.outputCount) outputs")
 
         let second = try ChildProcess("run-2", arguments: workerArguments(brokers: broker.bootstrap, checkpoints: "\(dir)/ckpt"), logDirectory: dir)
@@ -87,7 +87,7 @@ struct StreamingWorkerTests {
         #expect(second.wait() == 0, "\(second.log.suffix(3000))")
         #expect(second.log.contains("restored ocr.usage["))
 
-        let actual = try actualOutputs(brokers: broker.bootstrap, topics: ["ocr.overage", "ocr.usage.dlq"], input: "ocr.usage")
+        let actual = try actualOutputs(brokers: broker.bootstrap, topics: e2eOutputTopics, input: "ocr.usage")
         #expect(actual.duplicates == 0)
         expectSameOutputs(actual.outputs, expected)
         try expectSameBalances(checkpointDirectory: "\(dir)/ckpt", topic: "ocr.usage", expected: expected)
@@ -126,7 +126,7 @@ struct StreamingWorkerTests {
         #expect(a.wait() == 0, "\(a.log.suffix(2000))")
         #expect(b.wait() == 0, "\(b.log.suffix(2000))")
 
-        let actual = try actualOutputs(brokers: broker.bootstrap, topics: ["ocr.overage", "ocr.usage.dlq"], input: "ocr.usage")
+        let actual = try actualOutputs(brokers: broker.bootstrap, topics: e2eOutputTopics, input: "ocr.usage")
         #expect(actual.duplicates == 0)
         expectSameOutputs(actual.outputs, all)
         try expectSameBalances(checkpointDirectory: "\(dir)/ckpt", topic: "ocr.usage", expected: all)

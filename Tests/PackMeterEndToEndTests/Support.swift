@@ -202,7 +202,8 @@ func groupReader(brokers: String, group: String, topic: String) throws -> (consu
 
 /// The configuration the end-to-end workers run with: the built-in catalog, Asia/Shanghai.
 func e2eConfiguration() throws -> EngineConfiguration {
-    EngineConfiguration(catalog: try Catalog.builtin(), calendar: try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai"))
+    EngineConfiguration(catalog: try Catalog.builtin(), calendar: try BillingCalendar(timeZoneIdentifier: "Asia/Shanghai"),
+                        notices: .defaults)
 }
 
 /// The group's committed offsets reached every partition's end.
@@ -266,8 +267,12 @@ func waitForProgress(brokers: String, group: String, topic: String, timeout: Dou
 
 /// What billing each input partition alone gives: the outputs by source offset, and the
 /// final engine.
+/// Outputs by input partition, each keyed by its source offset and which of that record's
+/// outputs it is (`WrittenOutput`: notices are told apart by their id).
+typealias OutputsByPartition = [Int32: [WrittenOutput: String]]
+
 struct Expected {
-    var outputs: [Int32: [Int64: String]] = [:]
+    var outputs: OutputsByPartition = [:]
     var engines: [Int32: PartitionEngine] = [:]
     var outputCount: Int { outputs.values.reduce(0) { $0 + $1.count } }
 
@@ -285,9 +290,13 @@ struct Expected {
                     }
                 }
             }
-            var byOffset: [Int64: String] = [:]
-            for entry in batch.entries { byOffset[entry.sourceOffset] = String(decoding: batch.value(of: entry), as: UTF8.self) }
-            outputs[p] = byOffset
+            var byOutput: [WrittenOutput: String] = [:]
+            for entry in batch.entries {
+                let value = batch.value(of: entry)
+                let identity = entry.kind == .notice ? OutputSource.noticeIdentity(value) ?? 0 : 0
+                byOutput[WrittenOutput(offset: entry.sourceOffset, identity: identity)] = String(decoding: value, as: UTF8.self)
+            }
+            outputs[p] = byOutput
             engines[p] = processor.engine
         }
     }
@@ -295,9 +304,9 @@ struct Expected {
 
 /// Outputs found in the output and DLQ topics, by source partition and offset; fails the
 /// test on any source emitted twice.
-func actualOutputs(brokers: String, topics: [String], input: String) throws -> (outputs: [Int32: [Int64: String]], duplicates: Int, total: Int) {
-    var outputs: [Int32: [Int64: String]] = [:]
-    var locations: [Int32: [Int64: String]] = [:]
+func actualOutputs(brokers: String, topics: [String], input: String) throws -> (outputs: OutputsByPartition, duplicates: Int, total: Int) {
+    var outputs: OutputsByPartition = [:]
+    var locations: [Int32: [WrittenOutput: String]] = [:]
     var duplicates = 0
     var total = 0
     var examples: [String] = []
@@ -308,12 +317,14 @@ func actualOutputs(brokers: String, topics: [String], input: String) throws -> (
                 let source = r.value.withUnsafeBytes { OutputSource.parse($0) }
                 guard let source, source.topic == input else { continue }
                 let here = "\(topic)[\(q)]@\(r.offset) ts \(r.timestampMs ?? -1)"
-                if let first = locations[source.partition]?[source.offset] {
+                let identity = topic.hasSuffix("notices") ? r.value.withUnsafeBytes { OutputSource.noticeIdentity($0) } ?? 0 : 0
+                let key = WrittenOutput(offset: source.offset, identity: identity)
+                if let first = locations[source.partition]?[key] {
                     duplicates += 1
                     if examples.count < 5 { examples.append("source \(source.partition)/\(source.offset) at \(first) and \(here)") }
                 }
-                outputs[source.partition, default: [:]][source.offset] = String(decoding: r.value, as: UTF8.self)
-                locations[source.partition, default: [:]][source.offset] = here
+                outputs[source.partition, default: [:]][key] = String(decoding: r.value, as: UTF8.self)
+                locations[source.partition, default: [:]][key] = here
             }
         }
     }
@@ -322,7 +333,7 @@ func actualOutputs(brokers: String, topics: [String], input: String) throws -> (
 }
 
 /// Compares, partition by partition, what the worker emitted with what billing alone gives.
-func expectSameOutputs(_ actual: [Int32: [Int64: String]], _ expected: Expected, sourceLocation: SourceLocation = #_sourceLocation) {
+func expectSameOutputs(_ actual: OutputsByPartition, _ expected: Expected, sourceLocation: SourceLocation = #_sourceLocation) {
     #expect(Set(actual.keys).isSubset(of: Set(expected.outputs.keys)), sourceLocation: sourceLocation)
     for (p, want) in expected.outputs {
         let got = actual[p] ?? [:]
@@ -356,7 +367,10 @@ func expectSameBalances(checkpointDirectory directory: String, topic: String, ex
     }
 }
 
-let e2eTopics = ["ocr.usage:8", "ocr.overage:8", "ocr.usage.dlq:8"]
+let e2eTopics = ["ocr.usage:8", "ocr.overage:8", "ocr.usage.dlq:8", "ocr.notices:8"]
+
+/// The output topics of a worker with the default names.
+let e2eOutputTopics = ["ocr.overage", "ocr.usage.dlq", "ocr.notices"]
 
 /// Worker flags for a test that must catch the worker part way through its log: librdkafka
 /// stops fetching a partition once 1,000 records are queued, so the worker bills in small

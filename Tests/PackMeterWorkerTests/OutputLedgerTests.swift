@@ -143,13 +143,15 @@ struct OutputLedgerTests {
     }
 
     @Test func anOutputTag_keepsItsSequenceAndTopic() {
-        for sequence: UInt64 in [1, 2, 1 << 40, (1 << 63) - 1] {
+        for sequence: UInt64 in [1, 2, 1 << 40, (1 << 62) - 1] {
             for topic in OutputTopic.allCases {
                 let tag = OutputTag(rawValue: OutputTag(sequence: sequence, topic: topic).rawValue)
                 #expect(tag.sequence == sequence && tag.topic == topic, "\(sequence) \(topic)")
             }
         }
-        #expect(topics.names == ["ocr.overage", "ocr.usage.dlq"])
+        #expect(topics.names == ["ocr.overage", "ocr.usage.dlq"], "without a notices topic, notices are off")
         #expect(topics[.deadLetters] == "ocr.usage.dlq")
+        let all = OutputTopics(overage: "o", deadLetters: "d", notices: "n")
+        #expect(all.names == ["o", "d", "n"] && all[.notices] == "n")
     }
 }

@@ -24,7 +24,9 @@ final class CallWorkload: @unchecked Sendable {
     static func make(accounts: Int, events count: Int, skewed: Bool, dedupeCapacity: Int) -> (PartitionEngine, [CallEvent]) {
         let catalog = try! Catalog.builtin()
         let calendar = try! BillingCalendar(timeZoneIdentifier: "Asia/Shanghai")
-        let engine = EngineConfiguration(catalog: catalog, calendar: calendar, dedupeCapacity: dedupeCapacity)
+        // Notices on, as a worker runs by default: the engine checks every call against the
+        // thresholds (and drops what it finds: nothing here writes them).
+        let engine = EngineConfiguration(catalog: catalog, calendar: calendar, dedupeCapacity: dedupeCapacity, notices: .defaults)
             .makeEngine(expectedAccounts: accounts)
         var random = SplitMix64(seed: 42)
         let ids = (0..<accounts).map { engine.intern(account: "1000\(100_000_000 + $0)") }

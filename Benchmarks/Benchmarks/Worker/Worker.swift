@@ -31,7 +31,7 @@ final class KafkaWorkload: @unchecked Sendable {
         for topic in ["ocr.usage", "ocr.overage", "ocr.usage.dlq"] { try! cluster.createTopic(topic, partitions: 8) }
         let catalog = try! Catalog.builtin()
         let calendar = try! BillingCalendar(timeZoneIdentifier: "Asia/Shanghai")
-        configuration = EngineConfiguration(catalog: catalog, calendar: calendar)
+        configuration = EngineConfiguration(catalog: catalog, calendar: calendar, notices: .defaults)
         var options = WorkloadGenerator.Options()
         options.accounts = 40_000
         options.accountEventsPerMille = 1
@@ -61,7 +61,7 @@ final class KafkaWorkload: @unchecked Sendable {
 
     /// Bills the topic once; measures from the first batch billed to the last, on the
     /// worker thread (its published status is only refreshed every 250 ms).
-    func bill(_ benchmark: Benchmark) {
+    func bill(_ benchmark: Benchmark, notices: Bool = true) {
         round += 1
         var options = WorkerOptions(brokers: cluster.bootstrapServers, engine: configuration)
         options.group = "bench-\(round)"
@@ -71,6 +71,8 @@ final class KafkaWorkload: @unchecked Sendable {
         options.dlqTopic = "ocr.usage.dlq.\(round)"
         try! cluster.createTopic(options.outputTopic, partitions: 8)
         try! cluster.createTopic(options.dlqTopic, partitions: 8)
+        options.noticesTopic = notices ? "ocr.notices.\(round)" : nil
+        if let topic = options.noticesTopic { try! cluster.createTopic(topic, partitions: 8) }
         options.checkpointDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("packmeter-bench-\(getpid())-\(round)").path
         // Every 100 ms, so that checkpoints fall inside a pass however fast it runs: far
         // more checkpoint work per record than the 5 s default.
@@ -107,6 +109,8 @@ final class KafkaWorkload: @unchecked Sendable {
         precondition(status.outputsSuppressed == 0, "outputs were suppressed as already written")
         benchmark.measurement(.custom("overage records per 1000", useScalingFactor: false),
                               Int(status.counters.overageRecords * 1000 / UInt64(records)))
+        benchmark.measurement(.custom("notices per 1000", useScalingFactor: false),
+                              Int(status.counters.noticesTotal * 1000 / UInt64(records)))
         benchmark.measurement(.custom("max checkpoint pause (ms)", useScalingFactor: false), Int(status.maxCheckpointStallMs))
         benchmark.measurement(.custom("checkpoints while billing", useScalingFactor: false),
                               last.checkpointsStarted - first.checkpointsStarted)
@@ -167,7 +171,7 @@ let benchmarks: @Sendable () -> Void = {
     let records = 320_000
     let configuration = Benchmark.Configuration(
         metrics: [.wallClock, .peakMemoryResident, .custom("events/s", polarity: .prefersLarger, useScalingFactor: false),
-                  .custom("overage records per 1000", useScalingFactor: false),
+                  .custom("overage records per 1000", useScalingFactor: false), .custom("notices per 1000", useScalingFactor: false),
                   .custom("max checkpoint pause (ms)", useScalingFactor: false), .custom("checkpoints while billing", useScalingFactor: false),
                   .custom("cores busy (%)", useScalingFactor: false)],
         // Eleven iterations: single iterations swing widely on a shared machine.
@@ -184,6 +188,10 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark("Worker: packmeter run, 8 partitions, 320k records", configuration: configuration) { benchmark in
         workload().bill(benchmark)
+    }
+
+    Benchmark("Worker: the same without notices", configuration: configuration) { benchmark in
+        workload().bill(benchmark, notices: false)
     }
 
     Benchmark("Worker: the same binding polling and dropping the same records", configuration: configuration) { benchmark in

@@ -7,8 +7,12 @@ extension Catalog {
     /// {"format": 1, "name": "tencent-cloud-ocr", "source": "...",
     ///  "billable_error_codes": ["FailedOperation.EmptyImageError"],
     ///  "packs": [{"id": "general-basic", "name": "通用印刷体识别",
-    ///             "free_calls_per_month": 1000, "actions": ["GeneralBasicOCR"]}]}
+    ///             "free_calls_per_month": 1000, "actions": ["GeneralBasicOCR"]}],
+    ///  "notice_thresholds": [80, 100], "prepaid_notice_thresholds": [90, 100]}
     /// ```
+    ///
+    /// The two threshold lists are optional (percentages 1–100; the defaults 80, 100 and
+    /// 90, 100 otherwise; an empty list turns that kind of notice off).
     ///
     /// Every field is checked: an unknown field is an error (a typo must not silently drop a
     /// rule), as are a duplicate action or pack, a grant below 0 and a wrong type.
@@ -22,7 +26,8 @@ extension Catalog {
         guard let top = document.objectMembers else {
             throw CatalogError(.wrongType, "the catalog must be a JSON object, not \(document.kindName)")
         }
-        let fields = try Self.fields(top, at: "the catalog", allowed: ["format", "name", "source", "billable_error_codes", "packs"])
+        let fields = try Self.fields(top, at: "the catalog", allowed: ["format", "name", "source", "billable_error_codes", "packs",
+                                                                       "notice_thresholds", "prepaid_notice_thresholds"])
         guard let formatValue = fields["format"] else { throw CatalogError(.missingField, "the catalog has no 'format' field") }
         guard formatValue.intValue == 1 else {
             throw CatalogError(.unsupportedFormat, "catalog format \(Self.show(formatValue)) is not supported; this packmeter reads format 1")
@@ -72,7 +77,33 @@ extension Catalog {
             }
             packs.append((id, packName, grant, actions))
         }
-        try self.init(name: name, packs: packs, billableErrorCodes: codes)
+        var thresholds: NoticeThresholds?
+        if fields["notice_thresholds"] != nil || fields["prepaid_notice_thresholds"] != nil {
+            let free = try Self.percentages(fields["notice_thresholds"], at: "notice_thresholds") ?? NoticeThresholds.defaults.freeGrant.map(Int.init)
+            let prepaid = try Self.percentages(fields["prepaid_notice_thresholds"], at: "prepaid_notice_thresholds")
+                ?? NoticeThresholds.defaults.prepaid.map(Int.init)
+            var problem = ""
+            guard let valid = NoticeThresholds(freeGrant: free, prepaid: prepaid, problem: &problem) else {
+                throw CatalogError(.wrongType, problem)
+            }
+            thresholds = valid
+        }
+        try self.init(name: name, packs: packs, billableErrorCodes: codes, noticeThresholds: thresholds)
+    }
+
+    private static func percentages(_ value: JSONValue?, at place: String) throws(CatalogError) -> [Int]? {
+        guard let value else { return nil }
+        guard let array = value.arrayValue else {
+            throw CatalogError(.wrongType, "'\(place)' must be an array of integers from 1 to 100, not \(value.kindName)")
+        }
+        var list: [Int] = []
+        for item in array {
+            guard case let .number(text) = item, let n = Int(text) else {
+                throw CatalogError(.wrongType, "'\(place)' must be an array of integers from 1 to 100")
+            }
+            list.append(n)
+        }
+        return list
     }
 
     /// The built-in catalog: Tencent Cloud OCR, 46 actions in 22 packs (docs/rules.md §2).

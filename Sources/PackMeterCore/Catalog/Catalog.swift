@@ -43,6 +43,8 @@ public final class Catalog: Sendable {
     public let actions: [Action]
     /// Failed calls with these codes are billed (docs/rules.md §3).
     public let billableErrorCodes: [String]
+    /// The catalog's own notice thresholds, where it sets them (flags override them).
+    public let noticeThresholds: NoticeThresholds?
     /// Identifies the rules: packs in order with their grants and actions, and the billable
     /// codes. Checkpoints record it; a checkpoint written under another catalog is refused.
     public let fingerprint: Fingerprint128
@@ -58,7 +60,7 @@ public final class Catalog: Sendable {
 
     /// Builds a catalog, validating it; see `CatalogError` for what is refused.
     public init(name: String, packs: [(id: String, name: String, freeCallsPerMonth: Int64, actions: [String])],
-                billableErrorCodes: [String]) throws(CatalogError) {
+                billableErrorCodes: [String], noticeThresholds: NoticeThresholds? = nil) throws(CatalogError) {
         guard !packs.isEmpty else { throw CatalogError(.noPacks, "the catalog has no packs") }
         guard packs.count <= Int(UInt16.max) else {
             throw CatalogError(.tooLarge, "the catalog has \(packs.count) packs; at most \(UInt16.max) are supported")
@@ -108,6 +110,7 @@ public final class Catalog: Sendable {
         self.packs = builtPacks
         self.actions = builtActions
         self.billableErrorCodes = billableErrorCodes
+        self.noticeThresholds = noticeThresholds
         actionNames = NameTable(builtActions.map(\.name))
         packIds = NameTable(builtPacks.map(\.id))
         billableCodes = NameTable(billableErrorCodes)

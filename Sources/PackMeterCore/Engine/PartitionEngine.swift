@@ -84,6 +84,14 @@ public final class PartitionEngine {
     var expiryHeap = ExpiryHeap()
     public internal(set) var livePrepaidCount = 0
 
+    /// Where the notices of the event being applied go; nil when notices are off.
+    public let notices: NoticeCollector?
+    /// Live packs whose `prepaid_expiring` notice is not yet due, by when it is. Derived
+    /// from the packs and the watermark, so checkpoints need not hold it.
+    var noticeHeap = NoticeHeap()
+    /// A `prepaid_expiring` notice is due this long before the pack expires.
+    public static let expiringNoticeMs: Int64 = 7 * 86_400_000
+
     let dedupe: DedupeWindow
 
     /// The newest `ts` of the events applied on this partition (docs/contract.md, watermark).
@@ -105,12 +113,15 @@ public final class PartitionEngine {
     public static let dedupeCapacityDefault = 500_000
 
     public convenience init(catalog: Catalog, calendar: BillingCalendar, allowedLatenessMs: Int64 = 72 * 3_600_000,
-                            dedupeCapacity: Int = PartitionEngine.dedupeCapacityDefault, expectedAccounts: Int = 1024) {
+                            dedupeCapacity: Int = PartitionEngine.dedupeCapacityDefault, expectedAccounts: Int = 1024,
+                            notices: NoticeThresholds? = nil) {
         self.init(catalog: catalog, calendar: calendar, allowedLatenessMs: allowedLatenessMs,
-                  dedupe: DedupeWindow(generationCapacity: dedupeCapacity), expectedAccounts: expectedAccounts)
+                  dedupe: DedupeWindow(generationCapacity: dedupeCapacity), expectedAccounts: expectedAccounts, notices: notices)
     }
 
-    init(catalog: Catalog, calendar: BillingCalendar, allowedLatenessMs: Int64, dedupe: DedupeWindow, expectedAccounts: Int) {
+    init(catalog: Catalog, calendar: BillingCalendar, allowedLatenessMs: Int64, dedupe: DedupeWindow, expectedAccounts: Int,
+         notices: NoticeThresholds?) {
+        self.notices = notices.map { NoticeCollector(thresholds: $0, grants: catalog.grantByPack) }
         self.catalog = catalog
         self.calendar = calendar
         self.allowedLatenessMs = allowedLatenessMs
@@ -209,7 +220,27 @@ public final class PartitionEngine {
         guard ts > watermark else { return }
         watermark = ts
         if ts >= nextCloseAt { closeMonths() }
+        // Before the drop: a pack the same event takes past `expires` is still notified.
+        if ts >= noticeHeap.minimum { noticeExpiringPacks() }
         if ts >= expiryHeap.minimum { dropExpiredPacks() }
+    }
+
+    /// `prepaid_expiring` for every pack whose notice the watermark has reached, if it still
+    /// has calls (a refunded or expired pack is no longer live).
+    @inline(never)
+    private func noticeExpiringPacks() {
+        guard let notices else { return }
+        var seen: [UInt32] = []
+        while !noticeHeap.isEmpty && noticeHeap.minimum <= watermark {
+            let (due, slot) = noticeHeap.pop()
+            let pack = prepaid[Int(slot)]
+            guard pack.live, pack.expires &- Self.expiringNoticeMs == due, pack.remaining > 0, !seen.contains(slot) else { continue }
+            seen.append(slot)
+            notices.add(Notice(kind: .prepaidExpiring, account: AccountID(pack.account), pack: PackIndex(pack.pack),
+                               month: BillingMonth(rawValue: 0), threshold: 0, used: UInt64(pack.remaining),
+                               limit: UInt64(pack.quantity), expires: pack.expires, purchase: 0..<0),
+                        purchase: prepaidIDs[Int(slot)])
+        }
     }
 
     @inline(never)
@@ -270,16 +301,22 @@ public final class PartitionEngine {
         var free: UInt32 = 0
         if state & Self.suspendedBit == 0 {
             let grant = grants.base[Int(call.pack.rawValue)]
-            let available = grant &- slot.pointee.freeUsed
+            let before = slot.pointee.freeUsed
+            let available = grant &- before
             free = min(rest, available)
             slot.pointee.freeUsed &+= free
             rest &-= free
+            if free > 0, let notices { noticeFreeGrant(notices, call: call, month: month, before: before, after: before &+ free, grant: grant) }
         }
         var fromPrepaid: UInt32 = 0
         if rest > 0 && state & Self.noPack != Self.noPack {
             fromPrepaid = drawPrepaid(first: state & Self.noPack, pack: call.pack.rawValue, ts: call.ts, wanted: rest)
             slot.pointee.prepaidUsed &+= UInt64(fromPrepaid)
             rest &-= fromPrepaid
+        }
+        if rest > 0, slot.pointee.overage == 0, let notices {
+            notices.add(Notice(kind: .overageStarted, account: call.account, pack: call.pack, month: month, threshold: 0,
+                               used: UInt64(rest), limit: 0, expires: 0, purchase: 0..<0))
         }
         slot.pointee.overage &+= UInt64(rest)
         advanceWatermark(to: call.ts)
@@ -289,7 +326,8 @@ public final class PartitionEngine {
     /// Applies calls in order, exactly as `apply(_:)` one by one, but with the memory each
     /// will touch (its dedupe slots, balance slot and account state) requested
     /// `prefetchDistance` calls ahead, so that cache misses overlap instead of queueing.
-    /// `results[i]` is call `i`'s deduction.
+    /// `results[i]` is call `i`'s deduction. Notices the calls cause are found and dropped
+    /// (`PartitionProcessor` is what writes them).
     public func apply(_ calls: UnsafeBufferPointer<CallEvent>, into results: UnsafeMutablePointer<Deduction>) {
         var batch = CallBatch(calls: calls, results: results)
         applyLoop(&batch)
@@ -323,6 +361,23 @@ public final class PartitionEngine {
         pm_prefetch(accountState.base + call.account.index)
     }
 
+    /// `free_grant_used` for each threshold the free calls used went past, from `before` to
+    /// `after` (each is passed once: used only grows within a month).
+    @inline(__always)
+    private func noticeFreeGrant(_ notices: NoticeCollector, call: CallEvent, month: BillingMonth, before: UInt32, after: UInt32,
+                                 grant: UInt32) {
+        let k = notices.thresholds.freeGrant.count
+        let base = Int(call.pack.rawValue) &* k
+        for j in 0..<k {
+            let due = notices.freeCounts[base &+ j]
+            if before < due && due <= after {
+                notices.add(Notice(kind: .freeGrantUsed, account: call.account, pack: call.pack, month: month,
+                                   threshold: notices.thresholds.freeGrant[j], used: UInt64(after), limit: UInt64(grant),
+                                   expires: 0, purchase: 0..<0))
+            }
+        }
+    }
+
     /// Takes up to `wanted` calls from the account's packs of `pack` in force at `ts`,
     /// oldest effective first (docs/rules.md §6).
     @inline(never)
@@ -333,12 +388,29 @@ public final class PartitionEngine {
             let p = prepaid.pointer(Int(s))
             if p.pointee.pack == pack && p.pointee.remaining > 0 && p.pointee.effective <= ts && ts < p.pointee.expires {
                 let take = min(p.pointee.remaining, wanted - taken)
+                let usedBefore = p.pointee.quantity - p.pointee.remaining
                 p.pointee.remaining -= take
                 taken += take
+                if let notices { noticePrepaid(notices, slot: s, usedBefore: usedBefore) }
             }
             s = p.pointee.next
         }
         return taken
+    }
+
+    /// `prepaid_used` for each threshold pack `slot`'s used calls went past.
+    private func noticePrepaid(_ notices: NoticeCollector, slot: UInt32, usedBefore: UInt32) {
+        let pack = prepaid[Int(slot)]
+        let used = UInt64(pack.quantity - pack.remaining)
+        for t in notices.thresholds.prepaid {
+            let due = (UInt64(pack.quantity) * UInt64(t) + 99) / 100
+            if UInt64(usedBefore) < due && due <= used {
+                notices.add(Notice(kind: .prepaidUsed, account: AccountID(pack.account), pack: PackIndex(pack.pack),
+                                   month: BillingMonth(rawValue: 0), threshold: t, used: used, limit: UInt64(pack.quantity),
+                                   expires: pack.expires, purchase: 0..<0),
+                            purchase: prepaidIDs[Int(slot)])
+            }
+        }
     }
 
     // MARK: - Account events (docs/rules.md §6–§8)
@@ -382,7 +454,11 @@ public final class PartitionEngine {
         if previous == Self.noPack { setFirstPack(a, index) } else { prepaid[Int(previous)].next = index }
         livePrepaidCount += 1
         expiryHeap.push(expires, index)
+        if notices != nil { noticeHeap.push(expires &- Self.expiringNoticeMs, index) }
         advanceWatermark(to: ts)
+        // A pack bought already within its notice period (or past `expires`) when the
+        // watermark did not move.
+        if watermark >= noticeHeap.minimum { noticeExpiringPacks() }
         if watermark >= expiryHeap.minimum { dropExpiredPacks() }
         return .applied
     }
@@ -484,5 +560,8 @@ struct CallBatch: ApplyLoopBatch {
     func prefetch(_ i: Int, in engine: PartitionEngine) { engine.prefetch(calls[i]) }
 
     @inline(__always)
-    func apply(_ i: Int, in engine: PartitionEngine) { results[i] = engine.settle(calls[i]) }
+    func apply(_ i: Int, in engine: PartitionEngine) {
+        results[i] = engine.settle(calls[i])
+        if let notices = engine.notices, !notices.isEmpty { notices.removeAll() }
+    }
 }

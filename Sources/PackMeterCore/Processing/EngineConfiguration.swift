@@ -6,6 +6,8 @@ public struct EngineConfiguration: Sendable {
     public var allowedLatenessMs: Int64
     public var dedupeCapacity: Int
     public var maxFutureSkewMs: Int64
+    /// When notices are due (docs/contract.md, notices); nil: no notices.
+    public var notices: NoticeThresholds?
 
     public static let allowedLatenessDefaultMs: Int64 = 72 * 3_600_000
     public static let maxFutureSkewDefaultMs: Int64 = 10 * 60_000
@@ -13,19 +15,21 @@ public struct EngineConfiguration: Sendable {
     public init(catalog: Catalog, calendar: BillingCalendar,
                 allowedLatenessMs: Int64 = EngineConfiguration.allowedLatenessDefaultMs,
                 dedupeCapacity: Int = PartitionEngine.dedupeCapacityDefault,
-                maxFutureSkewMs: Int64 = EngineConfiguration.maxFutureSkewDefaultMs) {
+                maxFutureSkewMs: Int64 = EngineConfiguration.maxFutureSkewDefaultMs,
+                notices: NoticeThresholds? = nil) {
         self.catalog = catalog
         self.calendar = calendar
         self.allowedLatenessMs = allowedLatenessMs
         self.dedupeCapacity = dedupeCapacity
         self.maxFutureSkewMs = maxFutureSkewMs
+        self.notices = notices
     }
 
     /// An empty engine billing under this configuration; `expectedAccounts` sizes its
     /// tables up front (they grow as needed either way).
     public func makeEngine(expectedAccounts: Int = 1024) -> PartitionEngine {
         PartitionEngine(catalog: catalog, calendar: calendar, allowedLatenessMs: allowedLatenessMs,
-                        dedupeCapacity: dedupeCapacity, expectedAccounts: expectedAccounts)
+                        dedupeCapacity: dedupeCapacity, expectedAccounts: expectedAccounts, notices: notices)
     }
 
     /// The processor of one input partition: over `engine` (a restored one), or a new one.

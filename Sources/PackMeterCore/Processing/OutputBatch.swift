@@ -1,9 +1,10 @@
-/// The records a batch of input produced, in input order: overage records and dead letters,
-/// each with its Kafka key, laid out in one reusable byte buffer.
+/// The records a batch of input produced, in input order: overage records, dead letters and
+/// notices, each with its Kafka key, laid out in one reusable byte buffer.
 public final class OutputBatch {
     public enum Kind: UInt8, Sendable {
         case overage
         case deadLetter
+        case notice
     }
 
     public struct Entry: Sendable {

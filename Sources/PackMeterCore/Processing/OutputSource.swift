@@ -1,5 +1,23 @@
-/// Reads the `source` of a record packmeter wrote (an overage record or a dead letter)
-/// without parsing the whole record: the input topic, partition and offset it came from.
+/// One output already in the output topics: the input offset it derives from, and which of
+/// that record's outputs it is (0 for its overage record or dead letter; for a notice, a
+/// hash of the notice's `id`, never 0).
+public struct WrittenOutput: Hashable, Comparable, Sendable {
+    public var offset: Int64
+    public var identity: Int64
+
+    public init(offset: Int64, identity: Int64 = 0) {
+        self.offset = offset
+        self.identity = identity
+    }
+
+    public static func < (a: WrittenOutput, b: WrittenOutput) -> Bool {
+        (a.offset, a.identity) < (b.offset, b.identity)
+    }
+}
+
+/// Reads the `source` of a record packmeter wrote (an overage record, a dead letter or a
+/// notice) without parsing the whole record: the input topic, partition and offset it came
+/// from.
 ///
 /// The first `"source":{"topic":` in the bytes is the real one: inside a JSON string a quote
 /// is always escaped, so that byte sequence cannot occur in any value before it.
@@ -62,5 +80,26 @@ public enum OutputSource {
             digits += 1
         }
         return digits > 0 ? value : nil
+    }
+}
+
+extension OutputSource {
+    static let noticePrefix = Array(#"{"v":1,"id":""#.utf8)
+
+    /// A notice's identity among its record's outputs: a hash of the bytes of its `id`
+    /// (as written, escapes included), never 0. Only for a notice: an overage record starts
+    /// the same way, so the caller knows which it holds.
+    public static func noticeIdentity(_ bytes: UnsafeRawBufferPointer) -> Int64? {
+        let n = noticePrefix.count
+        guard bytes.count > n, bytes.prefix(n).elementsEqual(noticePrefix) else { return nil }
+        var i = n
+        while i < bytes.count {
+            if bytes[i] == 0x5C { i += 2; continue }
+            if bytes[i] == 0x22 { break }
+            i += 1
+        }
+        guard i < bytes.count else { return nil }
+        let hash = Fingerprint128(UnsafeRawBufferPointer(rebasing: bytes[n..<i])).low
+        return Int64(bitPattern: (hash & 0x7FFF_FFFF_FFFF_FFFF) | 1)
     }
 }

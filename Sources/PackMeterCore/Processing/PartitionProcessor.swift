@@ -43,6 +43,8 @@ public final class PartitionProcessor {
     public private(set) var counters = ProcessingCounters()
 
     private let sourcePrefix: [UInt8]
+    /// Scratch for a notice's id.
+    private let noticeID = ByteWriter(capacity: 256)
 
     /// A decoded record waiting to be applied.
     struct Pending {
@@ -189,6 +191,9 @@ public final class PartitionProcessor {
                                          suspended: p.pointee.event.type == .suspend),
                   record: record, into: out)
         }
+        if let notices = engine.notices, !notices.isEmpty {
+            writeNotices(notices, ts: p.pointee.event.ts, offset: record.offset, into: out)
+        }
     }
 
     private func count(_ outcome: AccountEventOutcome, record: InputRecord, into out: OutputBatch) {
@@ -230,6 +235,86 @@ public final class PartitionProcessor {
         w.append(raw: "}}")
         out.finish(kind: .overage, sourceOffset: offset, key: key)
         counters.overageRecords += 1
+    }
+
+    /// The notices applying the record caused (docs/contract.md, notices), in the contract's
+    /// order, each with the event's `ts` and the record as its source.
+    private func writeNotices(_ notices: NoticeCollector, ts: Int64, offset: Int64, into out: OutputBatch) {
+        let engine = self.engine
+        notices.sort(accountBytes: { engine.accountBytes($0) }, packID: { Array(engine.catalog.packs[Int($0.rawValue)].id.utf8) })
+        for notice in notices.notices { writeNotice(notice, purchase: notices.purchase(of: notice), ts: ts, offset: offset, into: out) }
+        notices.removeAll()
+    }
+
+    /// `{"v":1,"id":…,"kind":…,"account":…,"pack":…,…,"ts":…,"source":{…}}`: the fields of
+    /// its kind, in the contract's order.
+    private func writeNotice(_ n: Notice, purchase: ArraySlice<UInt8>, ts: Int64, offset: Int64, into out: OutputBatch) {
+        let account = engine.accountBytes(n.account)
+        let packID = engine.catalog.packs[Int(n.pack.rawValue)].id
+        let monthly = n.kind == .freeGrantUsed || n.kind == .overageStarted
+        let id = noticeID
+        id.removeAll()
+        id.append(account)
+        id.append(UInt8(ascii: "/"))
+        id.append(utf8: n.kind.name)
+        id.append(UInt8(ascii: "/"))
+        if monthly { id.append(utf8: packID) } else { purchase.withUnsafeBytes { id.append($0) } }
+        if monthly {
+            id.append(UInt8(ascii: "/"))
+            n.month.write(to: id)
+        }
+        if n.threshold > 0 {
+            id.append(UInt8(ascii: "/"))
+            id.append(decimal: UInt64(n.threshold))
+        }
+        let key = out.begin(key: account)
+        let w = out.bytes
+        w.append(raw: "{\"v\":1,\"id\":")
+        w.append(jsonString: id.bytes)
+        w.append(raw: ",\"kind\":\"")
+        w.append(utf8: n.kind.name)
+        w.append(raw: "\",\"account\":")
+        w.append(jsonString: account)
+        w.append(raw: ",\"pack\":")
+        w.append(engine.catalog.packJSON[Int(n.pack.rawValue)])
+        if !monthly {
+            w.append(raw: ",\"purchase\":")
+            purchase.withUnsafeBytes { w.append(jsonString: $0) }
+        } else {
+            w.append(raw: ",\"month\":\"")
+            n.month.write(to: w)
+            w.append(UInt8(ascii: "\""))
+        }
+        if n.threshold > 0 {
+            w.append(raw: ",\"threshold\":")
+            w.append(decimal: UInt64(n.threshold))
+        }
+        switch n.kind {
+        case .freeGrantUsed, .prepaidUsed:
+            w.append(raw: ",\"used\":")
+            w.append(decimal: n.used)
+            w.append(raw: ",\"limit\":")
+            w.append(decimal: n.limit)
+        case .overageStarted:
+            w.append(raw: ",\"used\":")
+            w.append(decimal: n.used)
+        case .prepaidExpiring:
+            w.append(raw: ",\"remaining\":")
+            w.append(decimal: n.used)
+            w.append(raw: ",\"limit\":")
+            w.append(decimal: n.limit)
+            w.append(raw: ",\"expires\":\"")
+            Timestamp.write(n.expires, offsetMinutes: engine.calendar.offsetSeconds(at: n.expires) / 60, to: w)
+            w.append(UInt8(ascii: "\""))
+        }
+        w.append(raw: ",\"ts\":\"")
+        Timestamp.write(ts, offsetMinutes: engine.calendar.offsetSeconds(at: ts) / 60, to: w)
+        w.append(UInt8(ascii: "\""))
+        w.append(sourcePrefix)
+        w.append(decimal: offset)
+        w.append(raw: "}}")
+        out.finish(kind: .notice, sourceOffset: offset, key: key)
+        counters[notice: n.kind] += 1
     }
 
     /// `{"v":1,"reason":…,"detail":…,"source":{…},"payload":…}`; the payload is the original

@@ -14,6 +14,8 @@ public struct ProcessingCounters: Sendable, Equatable {
     public var callsPrepaid: UInt64 = 0
     public var callsOverage: UInt64 = 0
     public var overageRecords: UInt64 = 0
+    /// Notices written, by kind (`Notice.Kind` order).
+    public var notices = [UInt64](repeating: 0, count: Notice.Kind.allCases.count)
 
     public init() {}
 
@@ -38,6 +40,7 @@ public struct ProcessingCounters: Sendable, Equatable {
         callsPrepaid += other.callsPrepaid
         callsOverage += other.callsOverage
         overageRecords += other.overageRecords
+        for i in notices.indices { notices[i] += other.notices[i] }
     }
 
     /// Takes away counts that are part of these (`other` counted a subset of the same records).
@@ -51,5 +54,13 @@ public struct ProcessingCounters: Sendable, Equatable {
         callsPrepaid -= other.callsPrepaid
         callsOverage -= other.callsOverage
         overageRecords -= other.overageRecords
+        for i in notices.indices { notices[i] -= other.notices[i] }
     }
+
+    public subscript(notice kind: Notice.Kind) -> UInt64 {
+        get { notices[Int(kind.rawValue)] }
+        set { notices[Int(kind.rawValue)] = newValue }
+    }
+
+    public var noticesTotal: UInt64 { notices.reduce(0, +) }
 }

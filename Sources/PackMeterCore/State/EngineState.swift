@@ -13,7 +13,7 @@ extension PartitionEngine {
     /// meant to be encoded, not run.
     public func copy() -> PartitionEngine {
         let other = PartitionEngine(catalog: catalog, calendar: calendar, allowedLatenessMs: allowedLatenessMs,
-                                    dedupe: DedupeWindow(copying: dedupe), expectedAccounts: 1)
+                                    dedupe: DedupeWindow(copying: dedupe), expectedAccounts: 1, notices: nil)
         other.watermark = watermark
         other.firstOpenMonth = firstOpenMonth
         other.nextCloseAt = nextCloseAt
@@ -126,6 +126,17 @@ extension PartitionEngine {
         let counters = (evicted: try r.uint64(), evictedOpen: try r.uint64(), rotations: try r.uint64())
         dedupe.restore(current: saved[0].elements, previous: saved[1].elements, counters: counters)
         guard try r.int64() == Self.stateEndMagic, r.isAtEnd else { throw StateDecodingError("state does not end where it should") }
+        rebuildNoticeHeap()
+    }
+
+    /// The live packs whose `prepaid_expiring` notice the watermark has not reached yet: those
+    /// it has reached were notified (or had no calls left) when it did.
+    func rebuildNoticeHeap() {
+        noticeHeap.removeAll()
+        guard notices != nil else { return }
+        for (slot, pack) in prepaid.elements.enumerated() where pack.live && pack.expires &- Self.expiringNoticeMs > watermark {
+            noticeHeap.push(pack.expires &- Self.expiringNoticeMs, UInt32(slot))
+        }
     }
 }
 

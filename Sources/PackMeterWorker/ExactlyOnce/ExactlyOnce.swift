@@ -45,22 +45,42 @@ import PackMeterCore
 enum OutputTopic: Int, CaseIterable, Sendable {
     case overage = 0
     case deadLetters = 1
+    case notices = 2
+
+    init(_ kind: OutputBatch.Kind) {
+        switch kind {
+        case .overage: self = .overage
+        case .deadLetter: self = .deadLetters
+        case .notice: self = .notices
+        }
+    }
 }
 
-/// The output topics' names, by `OutputTopic`.
+/// The output topics' names, by `OutputTopic`. Without a notices topic, notices are off.
 struct OutputTopics: Sendable {
     let overage: String
     let deadLetters: String
+    let notices: String?
+
+    init(overage: String, deadLetters: String, notices: String? = nil) {
+        self.overage = overage
+        self.deadLetters = deadLetters
+        self.notices = notices
+    }
+
+    /// The topics in use, in `OutputTopic` order.
+    var used: [OutputTopic] { notices == nil ? [.overage, .deadLetters] : OutputTopic.allCases }
 
     subscript(topic: OutputTopic) -> String {
         switch topic {
         case .overage: overage
         case .deadLetters: deadLetters
+        case .notices: notices ?? ""
         }
     }
 
-    /// Both names, in `OutputTopic` order.
-    var names: [String] { OutputTopic.allCases.map { self[$0] } }
+    /// The names of the topics in use, in `OutputTopic` order.
+    var names: [String] { used.map { self[$0] } }
 }
 
 /// The librdkafka tag of one output: its sequence number (for the ledger's barriers) and
@@ -68,15 +88,16 @@ struct OutputTopics: Sendable {
 struct OutputTag: Equatable {
     let rawValue: UInt64
 
-    private static let deadLettersBit: UInt64 = 1 << 63
+    private static let topicShift: UInt64 = 62
+    private static let sequenceMask: UInt64 = (1 << 62) - 1
 
     @inline(__always)
     init(sequence: UInt64, topic: OutputTopic) {
-        rawValue = topic == .overage ? sequence : sequence | Self.deadLettersBit
+        rawValue = sequence | UInt64(topic.rawValue) << Self.topicShift
     }
 
     init(rawValue: UInt64) { self.rawValue = rawValue }
 
-    var sequence: UInt64 { rawValue & ~Self.deadLettersBit }
-    var topic: OutputTopic { rawValue & Self.deadLettersBit == 0 ? .overage : .deadLetters }
+    var sequence: UInt64 { rawValue & Self.sequenceMask }
+    var topic: OutputTopic { OutputTopic(rawValue: Int(rawValue >> Self.topicShift)) ?? .overage }
 }

@@ -83,7 +83,7 @@ final class OutputLedger: @unchecked Sendable {
     /// lands at or past them.
     func raise(to highWatermarks: [String: [Int32: Int64]]) {
         owner.check()
-        for topic in OutputTopic.allCases {
+        for topic in topics.used {
             for (q, high) in highWatermarks[topics[topic]] ?? [:] { ends[topic.rawValue].raise(q, to: high) }
         }
     }

@@ -9,8 +9,8 @@ import PackMeterFiles
 /// say (`scanStarts`) to its current end; see `ExactlyOnce.swift` for why that is enough.
 struct OutputReadBack {
     struct Result {
-        /// Per input partition, the input offsets whose output is already written, ascending.
-        var written: [Int32: [Int64]]
+        /// Per input partition, the outputs already written, ascending.
+        var written: [Int32: [WrittenOutput]]
         /// Every output partition's end when the scan began (after the caller's flush).
         var highWatermarks: [String: [Int32: Int64]]
         var recordsScanned: Int
@@ -46,7 +46,7 @@ struct OutputReadBack {
                 }
             }
         }
-        var written: [Int32: [Int64]] = [:]
+        var written: [Int32: [WrittenOutput]] = [:]
         var scanned = 0
         guard !assignment.isEmpty else { return Result(written: [:], highWatermarks: highs, recordsScanned: 0, seconds: monotonicSeconds() - started) }
         try consumer.assign(assignment)
@@ -68,7 +68,10 @@ struct OutputReadBack {
                 scanned += 1
                 if let source = OutputSource.parse(message.value), source.topic == inputTopic,
                    let from = resume[source.partition], source.offset >= from {
-                    written[source.partition, default: []].append(source.offset)
+                    // A notice is one of possibly several outputs of its record: its id tells which.
+                    let isNotice = outputTopics.notices.map { message.topicIs($0) } ?? false
+                    let identity = isNotice ? OutputSource.noticeIdentity(message.value) ?? 0 : 0
+                    written[source.partition, default: []].append(WrittenOutput(offset: source.offset, identity: identity))
                 }
                 for topic in outputTopics.names {
                     let tp = TopicPartition(topic, message.partition)

@@ -8,7 +8,7 @@ struct PendingCheckpoint {
     let copy: EngineCopy
     let counters: ProcessingCounters
     /// Outputs at or past `nextOffset` an earlier run already wrote (see `ExactlyOnce.swift`).
-    let alreadyWritten: [Int64]
+    let alreadyWritten: [WrittenOutput]
     let createdMs: Int64
     /// Which opening of the partition the copy belongs to. If the partition is lost
     /// meanwhile (or lost and opened again), the copy is dropped: it is no longer this

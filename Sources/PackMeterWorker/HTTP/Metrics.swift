@@ -26,6 +26,8 @@ enum Metrics {
             ("source=\"free\"", c.callsFree), ("source=\"prepaid\"", c.callsPrepaid), ("source=\"overage\"", c.callsOverage),
         ])
         out.metric("overage_records_total", "counter", "Overage records billed.", [("", c.overageRecords)])
+        out.metric("notices_total", "counter", "Notices written, by kind.",
+                   Notice.Kind.allCases.map { ("kind=\"\($0.name)\"", c[notice: $0]) })
         out.metric("records_rebilled_total", "counter", "Records billed again after a partition came back to this process (not in records_total).",
                    [("", s.recordsRebilled)])
         out.metric("outputs_suppressed_total", "counter", "Outputs not produced again because they were already written.",

@@ -43,7 +43,7 @@ struct ClusterProbe {
 
     /// One look at the cluster: the input topic's partition count, or what is wrong.
     private func look(_ probe: inout KafkaConsumer?) -> Result<Int, WorkerError> {
-        let topics = [options.inputTopic, options.outputTopic, options.dlqTopic]
+        let topics = [options.inputTopic, options.outputTopic, options.dlqTopic] + (options.noticesTopic.map { [$0] } ?? [])
         do {
             if probe == nil {
                 probe = try KafkaConsumer(bootstrapServers: options.brokers, groupID: nil,

@@ -24,12 +24,15 @@ struct OutputSink {
     let producer: KafkaProducer
     let overage: ProducerTopic
     let deadLetters: ProducerTopic
+    /// Nil when notices are off (the engines then make none).
+    let notices: ProducerTopic?
     let ledger: OutputLedger
 
     func topic(_ topic: OutputTopic) -> ProducerTopic {
         switch topic {
         case .overage: overage
         case .deadLetters: deadLetters
+        case .notices: notices!
         }
     }
     /// The input topic, for log lines.
@@ -67,8 +70,8 @@ final class Shard {
     var startOffset: Int64 = 0
     var done = false
     var sawRecord = false
-    /// Input offsets whose output is already in the output topics, ascending.
-    var written: [Int64] = []
+    /// Outputs already in the output topics, ascending.
+    var written: [WrittenOutput] = []
     private var writtenCursor = 0
     /// This batch's messages of this partition, as index ranges of the batch.
     var runs: [Range<Int>] = []
@@ -195,7 +198,8 @@ final class Shard {
         toProduce.removeAll(keepingCapacity: true)
         if !producingAll {
             for (n, entry) in output.entries.enumerated() {
-                if isWritten(entry.sourceOffset) { suppressed += 1 } else { toProduce.append(Int32(n)) }
+                let identity = entry.kind == .notice ? OutputSource.noticeIdentity(output.value(of: entry)) ?? 0 : 0
+                if isWritten(entry.sourceOffset, identity: identity) { suppressed += 1 } else { toProduce.append(Int32(n)) }
             }
         }
         firstSequence = outputsToProduce == 0 ? 0 : ledger.reserve(outputsToProduce)
@@ -205,7 +209,7 @@ final class Shard {
         let count = outputsToProduce
         while producedCount < count {
             let entry = output.entries[producingAll ? producedCount : Int(toProduce[producedCount])]
-            let destination: OutputTopic = entry.kind == .overage ? .overage : .deadLetters
+            let destination = OutputTopic(entry.kind)
             let topic = sink.topic(destination)
             let tag = OutputTag(sequence: firstSequence + UInt64(producedCount), topic: destination).rawValue
             if waiting {
@@ -217,22 +221,22 @@ final class Shard {
         }
     }
 
-    /// The already-written offsets at or after `offset`, for a checkpoint at `offset`.
-    func writtenFrom(_ offset: Int64) -> [Int64] {
+    /// The already-written outputs of offsets at or after `offset`, for a checkpoint at `offset`.
+    func writtenFrom(_ offset: Int64) -> [WrittenOutput] {
         guard writtenCursor < written.count else { return [] }
-        return written[writtenCursor...].filter { $0 >= offset }
+        return written[writtenCursor...].filter { $0.offset >= offset }
     }
 
-    /// Whether the output of input offset `offset` is already written. Offsets are asked in
-    /// increasing order.
+    /// Whether output `identity` of input offset `offset` is already written. Offsets are
+    /// asked in increasing order; one offset's outputs in any order.
     @inline(__always)
-    func isWritten(_ offset: Int64) -> Bool {
+    func isWritten(_ offset: Int64, identity: Int64) -> Bool {
         guard writtenCursor < written.count else { return false }
-        while writtenCursor < written.count && written[writtenCursor] < offset { writtenCursor += 1 }
-        if writtenCursor < written.count && written[writtenCursor] == offset {
-            writtenCursor += 1
-            if writtenCursor == written.count { written = [] ; writtenCursor = 0 }
-            return true
+        while writtenCursor < written.count && written[writtenCursor].offset < offset { writtenCursor += 1 }
+        var i = writtenCursor
+        while i < written.count && written[i].offset == offset {
+            if written[i].identity == identity { return true }
+            i += 1
         }
         return false
     }

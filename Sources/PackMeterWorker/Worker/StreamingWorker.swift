@@ -45,6 +45,12 @@ public final class StreamingWorker: @unchecked Sendable {
     public var batchProbe: ((BatchProbe) -> Void)?
 
     public init(options: WorkerOptions, logger: Logger) {
+        // Notices need both thresholds and a topic: without one, neither.
+        var options = options
+        if options.noticesTopic == nil || options.engine.notices == nil {
+            options.noticesTopic = nil
+            options.engine.notices = nil
+        }
         self.options = options
         self.logger = logger
         store = CheckpointStore(directory: options.checkpointDirectory, keep: options.keepCheckpoints, logger: logger)

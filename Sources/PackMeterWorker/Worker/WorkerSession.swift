@@ -34,13 +34,18 @@ final class WorkerSession {
         let consumerConfiguration = KafkaConfiguration(options.kafkaProperties)
         let producerConfiguration = KafkaConfiguration(options.kafkaProperties.filter { !WorkerOptions.isConsumerProperty($0.0) })
         producer = try KafkaProducer(bootstrapServers: options.brokers, configuration: producerConfiguration, logger: logger)
-        let ledger = OutputLedger(topics: OutputTopics(overage: options.outputTopic, deadLetters: options.dlqTopic))
+        let topics = OutputTopics(overage: options.outputTopic, deadLetters: options.dlqTopic,
+                                  notices: options.noticesTopic)
+        let ledger = OutputLedger(topics: topics)
         producer.onDeliveries = { ledger.delivered($0) }
         let watch = BrokerWatch(producer: producer, topic: options.inputTopic, logger: logger)
         brokerWatch = watch
         status.brokersReachable = { watch.isReachable }
+        let producer = self.producer
+        let noticesTopic = try topics.notices.map { name throws in try producer.topic(name) }
         sink = OutputSink(producer: producer, overage: try producer.topic(options.outputTopic),
-                          deadLetters: try producer.topic(options.dlqTopic), ledger: ledger,
+                          deadLetters: try producer.topic(options.dlqTopic), notices: noticesTopic,
+                          ledger: ledger,
                           topic: options.inputTopic, logger: logger)
         switch options.mode {
         case .live:
