@@ -145,6 +145,12 @@ public final class KafkaConsumer: @unchecked Sendable {
         if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, operation: "assign \(partitions.map(\.0))") }
     }
 
+    /// Ends a `poll` waiting on another thread at once (it returns what it has, maybe
+    /// nothing). Thread-safe.
+    public func wakeUp() {
+        rd_kafka_queue_yield(queue)
+    }
+
     /// Fills `batch` with the messages already fetched, up to its capacity; when there are
     /// none, waits up to `timeoutMs` for the first. Rebalance callbacks run inside this
     /// call. Returns the number of messages.

@@ -97,8 +97,9 @@ public final class NoticeCollector {
             for t in thresholds.freeGrant { counts.append(UInt32((UInt64(grant) * UInt64(t) + 99) / 100)) }
         }
         freeCounts = counts
-        notices.reserveCapacity(16)
-        arena.reserveCapacity(1024)
+        // Room for a whole batch's notices where nobody takes them after each event.
+        notices.reserveCapacity(1024)
+        arena.reserveCapacity(16_384)
     }
 
     public var isEmpty: Bool { notices.isEmpty }

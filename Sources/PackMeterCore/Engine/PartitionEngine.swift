@@ -75,22 +75,24 @@ public final class PartitionEngine {
     static let noPack: UInt32 = 0x7FFF_FFFF
 
     let balances: BalanceTable
-    /// Free calls a month per pack (the catalog's), where the hot path reads them.
-    let grants: FlatBuffer<UInt32>
+    /// Per pack, what a call reads: the free calls a month (the catalog's), and the lowest
+    /// and highest count of free calls used at which a `free_grant_used` notice is due
+    /// (`UInt32.max` when none is): a call whose grant use ends below the first or starts at
+    /// or past the last passes none.
+    let grants: FlatBuffer<PackGrant>
+
+    struct PackGrant: BitwiseCopyable {
+        var freeCalls: UInt32
+        var firstNoticeAt: UInt32
+        var lastNoticeAt: UInt32
+        var reserved: UInt32 = 0
+    }
 
     let prepaid = FlatBuffer<PrepaidSlot>(capacity: 16)
     var prepaidIDs: [[UInt8]] = []
     var prepaidFreeList = PartitionEngine.noPack
     var expiryHeap = ExpiryHeap()
     public internal(set) var livePrepaidCount = 0
-
-    /// Where the notices of the event being applied go; nil when notices are off.
-    public let notices: NoticeCollector?
-    /// Live packs whose `prepaid_expiring` notice is not yet due, by when it is. Derived
-    /// from the packs and the watermark, so checkpoints need not hold it.
-    var noticeHeap = NoticeHeap()
-    /// A `prepaid_expiring` notice is due this long before the pack expires.
-    public static let expiringNoticeMs: Int64 = 7 * 86_400_000
 
     let dedupe: DedupeWindow
 
@@ -109,6 +111,23 @@ public final class PartitionEngine {
     private var cachedMonth = BillingMonth(rawValue: 0)
     private var cachedMonthTag: UInt16 = 0
 
+    // Notices, after the fields the hot path reads most.
+    /// Where the notices of the event being applied go; nil when notices are off.
+    public let notices: NoticeCollector?
+    /// Whether `notices` holds any: a stored flag the apply loop can test cheaply.
+    public internal(set) var hasNotices = false
+    /// The prepaid thresholds (percentages), where the prepaid draw reads them.
+    let prepaidNoticePercents: FlatBuffer<UInt64>
+    let prepaidNoticeCount: Int
+    /// Live packs whose `prepaid_expiring` notice is not yet due, by when it is. Derived
+    /// from the packs and the watermark, so checkpoints need not hold it.
+    var noticeHeap = NoticeHeap()
+    /// The earliest instant a pack's notice or expiry is due (the smaller heap minimum):
+    /// one compare per watermark advance for both.
+    var nextPackEventAt: Int64 = .max
+    /// A `prepaid_expiring` notice is due this long before the pack expires.
+    public static let expiringNoticeMs: Int64 = 7 * 86_400_000
+
     /// The default dedupe generation capacity (ids); see `DedupeWindow`.
     public static let dedupeCapacityDefault = 500_000
 
@@ -121,14 +140,22 @@ public final class PartitionEngine {
 
     init(catalog: Catalog, calendar: BillingCalendar, allowedLatenessMs: Int64, dedupe: DedupeWindow, expectedAccounts: Int,
          notices: NoticeThresholds?) {
-        self.notices = notices.map { NoticeCollector(thresholds: $0, grants: catalog.grantByPack) }
+        let collector = notices.map { NoticeCollector(thresholds: $0, grants: catalog.grantByPack) }
+        self.notices = collector
+        prepaidNoticePercents = FlatBuffer(capacity: 4)
+        for t in collector?.thresholds.prepaid ?? [] { prepaidNoticePercents.append(UInt64(t)) }
+        prepaidNoticeCount = prepaidNoticePercents.count
+        let k = collector?.thresholds.freeGrant.count ?? 0
+        grants = FlatBuffer(capacity: catalog.packs.count)
+        for (p, grant) in catalog.grantByPack.enumerated() {
+            grants.append(PackGrant(freeCalls: grant, firstNoticeAt: k == 0 ? .max : collector!.freeCounts[p * k],
+                                    lastNoticeAt: k == 0 ? .max : collector!.freeCounts[p * k + k - 1]))
+        }
         self.catalog = catalog
         self.calendar = calendar
         self.allowedLatenessMs = allowedLatenessMs
         accounts = AccountDirectory(expectedAccounts: expectedAccounts)
         balances = BalanceTable(initialSize: max(1024, expectedAccounts * 2))
-        grants = FlatBuffer(capacity: catalog.packs.count)
-        for grant in catalog.grantByPack { grants.append(grant) }
         self.dedupe = dedupe
         firstOpenMonth = calendar.firstMonth
         nextCloseAt = calendar.start(of: calendar.firstMonth.next) &+ allowedLatenessMs
@@ -220,9 +247,20 @@ public final class PartitionEngine {
         guard ts > watermark else { return }
         watermark = ts
         if ts >= nextCloseAt { closeMonths() }
+        if ts >= nextPackEventAt { packEventsDue() }
+    }
+
+    /// Sets `nextPackEventAt` after either heap changed.
+    func refreshPackEventAt() {
+        nextPackEventAt = min(noticeHeap.minimum, expiryHeap.minimum)
+    }
+
+    @inline(never)
+    private func packEventsDue() {
         // Before the drop: a pack the same event takes past `expires` is still notified.
-        if ts >= noticeHeap.minimum { noticeExpiringPacks() }
-        if ts >= expiryHeap.minimum { dropExpiredPacks() }
+        if watermark >= noticeHeap.minimum { noticeExpiringPacks() }
+        if watermark >= expiryHeap.minimum { dropExpiredPacks() }
+        refreshPackEventAt()
     }
 
     /// `prepaid_expiring` for every pack whose notice the watermark has reached, if it still
@@ -240,6 +278,7 @@ public final class PartitionEngine {
                                month: BillingMonth(rawValue: 0), threshold: 0, used: UInt64(pack.remaining),
                                limit: UInt64(pack.quantity), expires: pack.expires, purchase: 0..<0),
                         purchase: prepaidIDs[Int(slot)])
+            hasNotices = true
         }
     }
 
@@ -300,13 +339,16 @@ public final class PartitionEngine {
         var rest = call.count
         var free: UInt32 = 0
         if state & Self.suspendedBit == 0 {
-            let grant = grants.base[Int(call.pack.rawValue)]
+            let row = grants.base + Int(call.pack.rawValue)
+            let grant = row.pointee.freeCalls
             let before = slot.pointee.freeUsed
             let available = grant &- before
             free = min(rest, available)
             slot.pointee.freeUsed &+= free
             rest &-= free
-            if free > 0, let notices { noticeFreeGrant(notices, call: call, month: month, before: before, after: before &+ free, grant: grant) }
+            if free > 0 && before &+ free >= row.pointee.firstNoticeAt && before < row.pointee.lastNoticeAt {
+                noticeFreeGrant(call: call, month: month, before: before, after: before &+ free, grant: grant)
+            }
         }
         var fromPrepaid: UInt32 = 0
         if rest > 0 && state & Self.noPack != Self.noPack {
@@ -314,10 +356,7 @@ public final class PartitionEngine {
             slot.pointee.prepaidUsed &+= UInt64(fromPrepaid)
             rest &-= fromPrepaid
         }
-        if rest > 0, slot.pointee.overage == 0, let notices {
-            notices.add(Notice(kind: .overageStarted, account: call.account, pack: call.pack, month: month, threshold: 0,
-                               used: UInt64(rest), limit: 0, expires: 0, purchase: 0..<0))
-        }
+        if rest > 0 && slot.pointee.overage == 0 && notices != nil { noticeOverageStarted(call: call, month: month, overage: rest) }
         slot.pointee.overage &+= UInt64(rest)
         advanceWatermark(to: call.ts)
         return Deduction(status: .applied, month: month, free: free, prepaid: fromPrepaid, overage: rest)
@@ -331,6 +370,7 @@ public final class PartitionEngine {
     public func apply(_ calls: UnsafeBufferPointer<CallEvent>, into results: UnsafeMutablePointer<Deduction>) {
         var batch = CallBatch(calls: calls, results: results)
         applyLoop(&batch)
+        if hasNotices { clearNotices() }
     }
 
     /// The apply loop: applies `batch`'s events in order, after requesting the memory of
@@ -363,9 +403,9 @@ public final class PartitionEngine {
 
     /// `free_grant_used` for each threshold the free calls used went past, from `before` to
     /// `after` (each is passed once: used only grows within a month).
-    @inline(__always)
-    private func noticeFreeGrant(_ notices: NoticeCollector, call: CallEvent, month: BillingMonth, before: UInt32, after: UInt32,
-                                 grant: UInt32) {
+    @inline(never)
+    private func noticeFreeGrant(call: CallEvent, month: BillingMonth, before: UInt32, after: UInt32, grant: UInt32) {
+        guard let notices else { return }
         let k = notices.thresholds.freeGrant.count
         let base = Int(call.pack.rawValue) &* k
         for j in 0..<k {
@@ -374,8 +414,22 @@ public final class PartitionEngine {
                 notices.add(Notice(kind: .freeGrantUsed, account: call.account, pack: call.pack, month: month,
                                    threshold: notices.thresholds.freeGrant[j], used: UInt64(after), limit: UInt64(grant),
                                    expires: 0, purchase: 0..<0))
+                hasNotices = true
             }
         }
+    }
+
+    @inline(never)
+    private func noticeOverageStarted(call: CallEvent, month: BillingMonth, overage: UInt32) {
+        notices?.add(Notice(kind: .overageStarted, account: call.account, pack: call.pack, month: month, threshold: 0,
+                            used: UInt64(overage), limit: 0, expires: 0, purchase: 0..<0))
+        hasNotices = true
+    }
+
+    /// Empties the notices collected (once they are written, or where nobody writes them).
+    public func clearNotices() {
+        notices?.removeAll()
+        hasNotices = false
     }
 
     /// Takes up to `wanted` calls from the account's packs of `pack` in force at `ts`,
@@ -391,26 +445,38 @@ public final class PartitionEngine {
                 let usedBefore = p.pointee.quantity - p.pointee.remaining
                 p.pointee.remaining -= take
                 taken += take
-                if let notices { noticePrepaid(notices, slot: s, usedBefore: usedBefore) }
+                if prepaidNoticeCount > 0 {
+                    notePrepaidUse(slot: s, quantity: p.pointee.quantity, before: usedBefore, after: usedBefore + take)
+                }
             }
             s = p.pointee.next
         }
         return taken
     }
 
-    /// `prepaid_used` for each threshold pack `slot`'s used calls went past.
-    private func noticePrepaid(_ notices: NoticeCollector, slot: UInt32, usedBefore: UInt32) {
+    /// `prepaid_used` for each threshold pack `slot`'s used calls went past, from `before` to
+    /// `after`. t% of q is reached at ceil(q·t/100) calls, and ceil(q·t/100) ≤ x exactly when
+    /// q·t ≤ 100·x: multiplications only, as this runs for every draw from a pack.
+    @inline(__always)
+    private func notePrepaidUse(slot: UInt32, quantity: UInt32, before: UInt32, after: UInt32) {
+        let (low, high) = (UInt64(before) &* 100, UInt64(after) &* 100)
+        for j in 0..<prepaidNoticeCount {
+            let share = UInt64(quantity) &* prepaidNoticePercents.base[j]
+            if share > low && share <= high { noticePrepaid(slot: slot, percent: UInt8(prepaidNoticePercents.base[j])) }
+        }
+    }
+
+    /// `prepaid_used` at `percent` for pack `slot`.
+    @inline(never)
+    private func noticePrepaid(slot: UInt32, percent t: UInt8) {
+        guard let notices else { return }
         let pack = prepaid[Int(slot)]
         let used = UInt64(pack.quantity - pack.remaining)
-        for t in notices.thresholds.prepaid {
-            let due = (UInt64(pack.quantity) * UInt64(t) + 99) / 100
-            if UInt64(usedBefore) < due && due <= used {
-                notices.add(Notice(kind: .prepaidUsed, account: AccountID(pack.account), pack: PackIndex(pack.pack),
-                                   month: BillingMonth(rawValue: 0), threshold: t, used: used, limit: UInt64(pack.quantity),
-                                   expires: pack.expires, purchase: 0..<0),
-                            purchase: prepaidIDs[Int(slot)])
-            }
-        }
+        notices.add(Notice(kind: .prepaidUsed, account: AccountID(pack.account), pack: PackIndex(pack.pack),
+                           month: BillingMonth(rawValue: 0), threshold: t, used: used, limit: UInt64(pack.quantity),
+                           expires: pack.expires, purchase: 0..<0),
+                    purchase: prepaidIDs[Int(slot)])
+        hasNotices = true
     }
 
     // MARK: - Account events (docs/rules.md §6–§8)
@@ -455,11 +521,13 @@ public final class PartitionEngine {
         livePrepaidCount += 1
         expiryHeap.push(expires, index)
         if notices != nil { noticeHeap.push(expires &- Self.expiringNoticeMs, index) }
+        refreshPackEventAt()
         advanceWatermark(to: ts)
         // A pack bought already within its notice period (or past `expires`) when the
         // watermark did not move.
         if watermark >= noticeHeap.minimum { noticeExpiringPacks() }
         if watermark >= expiryHeap.minimum { dropExpiredPacks() }
+        refreshPackEventAt()
         return .applied
     }
 
@@ -562,6 +630,5 @@ struct CallBatch: ApplyLoopBatch {
     @inline(__always)
     func apply(_ i: Int, in engine: PartitionEngine) {
         results[i] = engine.settle(calls[i])
-        if let notices = engine.notices, !notices.isEmpty { notices.removeAll() }
     }
 }

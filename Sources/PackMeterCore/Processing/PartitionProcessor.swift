@@ -191,7 +191,7 @@ public final class PartitionProcessor {
                                          suspended: p.pointee.event.type == .suspend),
                   record: record, into: out)
         }
-        if let notices = engine.notices, !notices.isEmpty {
+        if engine.hasNotices, let notices = engine.notices {
             writeNotices(notices, ts: p.pointee.event.ts, offset: record.offset, into: out)
         }
     }
@@ -243,7 +243,7 @@ public final class PartitionProcessor {
         let engine = self.engine
         notices.sort(accountBytes: { engine.accountBytes($0) }, packID: { Array(engine.catalog.packs[Int($0.rawValue)].id.utf8) })
         for notice in notices.notices { writeNotice(notice, purchase: notices.purchase(of: notice), ts: ts, offset: offset, into: out) }
-        notices.removeAll()
+        engine.clearNotices()
     }
 
     /// `{"v":1,"id":…,"kind":…,"account":…,"pack":…,…,"ts":…,"source":{…}}`: the fields of

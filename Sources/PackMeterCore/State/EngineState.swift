@@ -27,6 +27,7 @@ extension PartitionEngine {
         other.prepaidIDs = prepaidIDs
         other.prepaidFreeList = prepaidFreeList
         other.expiryHeap = expiryHeap
+        other.refreshPackEventAt()
         other.livePrepaidCount = livePrepaidCount
         return other
     }
@@ -133,10 +134,12 @@ extension PartitionEngine {
     /// it has reached were notified (or had no calls left) when it did.
     func rebuildNoticeHeap() {
         noticeHeap.removeAll()
+        refreshPackEventAt()
         guard notices != nil else { return }
         for (slot, pack) in prepaid.elements.enumerated() where pack.live && pack.expires &- Self.expiringNoticeMs > watermark {
             noticeHeap.push(pack.expires &- Self.expiringNoticeMs, UInt32(slot))
         }
+        refreshPackEventAt()
     }
 }
 

@@ -36,6 +36,8 @@ public final class StreamingWorker: @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
     private let published = Mutex(WorkerStatus())
     private let queries = Mutex<[BalanceQuery]>([])
+    /// Ends the worker thread's wait for records (set while a session runs).
+    let wakeUp = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// The busiest accounts when the worker stopped, for the demo's summary.
     public internal(set) var finalReport: [AccountReport] = []
@@ -103,6 +105,8 @@ public final class StreamingWorker: @unchecked Sendable {
     public func balances(account: String, month: BillingMonth?,
                          answer: @escaping @Sendable (AccountBalances?) -> Void) {
         queries.withLock { $0.append(BalanceQuery(account: account, month: month, answer: answer)) }
+        // The worker thread may be waiting in a poll with nothing to bill: answer now.
+        wakeUp.withLock { $0?() }
     }
 
     /// Answers the queued balance queries; on the worker thread.

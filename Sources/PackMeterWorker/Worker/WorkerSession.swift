@@ -63,7 +63,12 @@ final class WorkerSession {
     /// Bills until the worker is asked to stop (live) or the range is done (replay), then
     /// checkpoints everything and leaves.
     func run() throws {
-        defer { brokerWatch.stop() }
+        let consumer = mode.consumer
+        worker.wakeUp.withLock { $0 = { consumer.wakeUp() } }
+        defer {
+            worker.wakeUp.withLock { $0 = nil }
+            brokerWatch.stop()
+        }
         try mode.start(self)
         status.status.phase = .running
         let batch = MessageBatch(capacity: options.pollBatchMax)
