@@ -154,6 +154,11 @@ final class ShardSet {
         return totals
     }
 
+    /// `totals.counters.recordsRead`, without building the totals.
+    var recordsRead: UInt64 {
+        shards.values.reduce(retired.counters.recordsRead) { $0 + $1.processor.counters.recordsRead - $1.rebilled.recordsRead }
+    }
+
     /// An account's balances, from whichever shard knows it.
     func balances(ofAccountNamed account: String, month: BillingMonth?) -> AccountBalances? {
         owner.check()

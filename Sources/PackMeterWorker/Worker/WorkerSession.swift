@@ -99,14 +99,14 @@ final class WorkerSession {
 
     private func bill(_ batch: MessageBatch, count: Int) throws {
         if let probe = worker.batchProbe {
-            probe(BatchProbe(moment: .polled, recordsRead: shards.totals.counters.recordsRead, checkpointsStarted: status.status.checkpointsStarted))
+            probe(BatchProbe(moment: .polled, recordsRead: shards.recordsRead, checkpointsStarted: status.status.checkpointsStarted))
         }
         let result = try shards.bill(batch, count: count, sink: sink)
         if result.producerQueueWasFull { status.status.producerQueueFull += 1 }
         status.status.outputsSuppressed += result.outputsSuppressed
         status.status.recordsLostToRetention += result.recordsLostToRetention
         if let probe = worker.batchProbe {
-            probe(BatchProbe(moment: .billed, recordsRead: shards.totals.counters.recordsRead, checkpointsStarted: status.status.checkpointsStarted))
+            probe(BatchProbe(moment: .billed, recordsRead: shards.recordsRead, checkpointsStarted: status.status.checkpointsStarted))
         }
     }
 
