@@ -21,6 +21,7 @@ final class KafkaWorkload: @unchecked Sendable {
     let records: Int
     let configuration: EngineConfiguration
     var round = 0
+    var pairs = 0
     let logger: Logger
 
     init(records: Int) {
@@ -59,9 +60,18 @@ final class KafkaWorkload: @unchecked Sendable {
         self.records = records
     }
 
-    /// Bills the topic once; measures from the first batch billed to the last, on the
-    /// worker thread (its published status is only refreshed every 250 ms).
-    func bill(_ benchmark: Benchmark, notices: Bool = true) {
+    /// What one billing pass measured.
+    struct Pass {
+        var eventsPerSecond: Double
+        var coresBusy: Double
+        var status: WorkerStatus
+        var checkpointsWhileBilling: Int
+    }
+
+    /// Bills the topic once with a fresh worker; measures from the first batch polled to
+    /// the last billed, on the worker thread (its published status is only refreshed every
+    /// 250 ms). `measuring` brackets the wait for the benchmark's own clock.
+    func pass(notices: Bool, measuring: (Bool) -> Void = { _ in }) -> Pass {
         round += 1
         var options = WorkerOptions(brokers: cluster.bootstrapServers, engine: configuration)
         options.group = "bench-\(round)"
@@ -74,6 +84,7 @@ final class KafkaWorkload: @unchecked Sendable {
         options.noticesTopic = notices ? "ocr.notices.\(round)" : nil
         if let topic = options.noticesTopic { try! cluster.createTopic(topic, partitions: 8) }
         options.checkpointDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("packmeter-bench-\(getpid())-\(round)").path
+        defer { try? FileManager.default.removeItem(atPath: options.checkpointDirectory) }
         // Every 100 ms, so that checkpoints fall inside a pass however fast it runs: far
         // more checkpoint work per record than the 5 s default.
         options.checkpointIntervalMs = 100
@@ -91,30 +102,48 @@ final class KafkaWorkload: @unchecked Sendable {
         // The rate comes from the worker thread's probe, so this thread only needs to notice
         // the end, and looks seldom to leave the cores to the worker.
         while worker.currentStatus.counters.recordsRead == 0 { usleep(10_000) }
-        benchmark.startMeasurement()
+        measuring(true)
         let started = monotonicSeconds()
         while worker.currentStatus.counters.recordsRead < UInt64(records) {
             precondition(monotonicSeconds() - started < 120, "the worker billed only \(worker.currentStatus.counters.recordsRead) of \(records) records in 120 s")
             usleep(10_000)
         }
-        benchmark.stopMeasurement()
+        measuring(false)
         worker.requestStop()
         done.wait()
         let status = worker.currentStatus
+        precondition(status.outputsSuppressed == 0, "outputs were suppressed as already written")
         let (first, last) = (probe.first!, probe.last!)
         let elapsed = last.seconds - first.seconds
-        benchmark.measurement(.custom("events/s", polarity: .prefersLarger, useScalingFactor: false), Int(Double(records) / elapsed))
         // The whole process (billing, librdkafka's threads, the mock broker) over the same span.
-        benchmark.measurement(.custom("cores busy (%)", useScalingFactor: false), Int((last.cpuSeconds - first.cpuSeconds) / elapsed * 100))
-        precondition(status.outputsSuppressed == 0, "outputs were suppressed as already written")
-        benchmark.measurement(.custom("overage records per 1000", useScalingFactor: false),
-                              Int(status.counters.overageRecords * 1000 / UInt64(records)))
-        benchmark.measurement(.custom("notices per 1000", useScalingFactor: false),
-                              Int(status.counters.noticesTotal * 1000 / UInt64(records)))
-        benchmark.measurement(.custom("max checkpoint pause (ms)", useScalingFactor: false), Int(status.maxCheckpointStallMs))
-        benchmark.measurement(.custom("checkpoints while billing", useScalingFactor: false),
-                              last.checkpointsStarted - first.checkpointsStarted)
-        try? FileManager.default.removeItem(atPath: options.checkpointDirectory)
+        return Pass(eventsPerSecond: Double(records) / elapsed, coresBusy: (last.cpuSeconds - first.cpuSeconds) / elapsed,
+                    status: status, checkpointsWhileBilling: last.checkpointsStarted - first.checkpointsStarted)
+    }
+
+    /// One pass with notices, as the benchmark's iteration.
+    func bill(_ benchmark: Benchmark) {
+        let pass = pass(notices: true) { $0 ? benchmark.startMeasurement() : benchmark.stopMeasurement() }
+        let c = pass.status.counters
+        benchmark.measurement(.custom("events/s", polarity: .prefersLarger, useScalingFactor: false), Int(pass.eventsPerSecond))
+        benchmark.measurement(.custom("cores busy (%)", useScalingFactor: false), Int(pass.coresBusy * 100))
+        benchmark.measurement(.custom("overage records per 1000", useScalingFactor: false), Int(c.overageRecords * 1000 / UInt64(records)))
+        benchmark.measurement(.custom("notices per 1000", useScalingFactor: false), Int(c.noticesTotal * 1000 / UInt64(records)))
+        benchmark.measurement(.custom("max checkpoint pause (ms)", useScalingFactor: false), Int(pass.status.maxCheckpointStallMs))
+        benchmark.measurement(.custom("checkpoints while billing", useScalingFactor: false), pass.checkpointsWhileBilling)
+    }
+
+    /// A pass with notices and one without, in alternating order: the rate with notices as
+    /// a share of the rate without, paired so that the machine's drift cancels.
+    func compareNotices(_ benchmark: Benchmark) {
+        pairs += 1
+        let withFirst = pairs % 2 == 0
+        let first = pass(notices: withFirst)
+        let second = pass(notices: !withFirst)
+        let (on, off) = withFirst ? (first, second) : (second, first)
+        benchmark.measurement(.custom("events/s with notices", polarity: .prefersLarger, useScalingFactor: false), Int(on.eventsPerSecond))
+        benchmark.measurement(.custom("events/s without", polarity: .prefersLarger, useScalingFactor: false), Int(off.eventsPerSecond))
+        benchmark.measurement(.custom("with as % of without", polarity: .prefersLarger, useScalingFactor: false),
+                              Int(on.eventsPerSecond / off.eventsPerSecond * 100))
     }
 
     /// Polls every record of the topic with the same binding and drops it.
@@ -190,8 +219,14 @@ let benchmarks: @Sendable () -> Void = {
         workload().bill(benchmark)
     }
 
-    Benchmark("Worker: the same without notices", configuration: configuration) { benchmark in
-        workload().bill(benchmark, notices: false)
+    let paired = Benchmark.Configuration(
+        metrics: [.custom("events/s with notices", polarity: .prefersLarger, useScalingFactor: false),
+                  .custom("events/s without", polarity: .prefersLarger, useScalingFactor: false),
+                  .custom("with as % of without", polarity: .prefersLarger, useScalingFactor: false)],
+        maxDuration: .seconds(90), maxIterations: 11)
+
+    Benchmark("Worker: with notices and without, paired", configuration: paired) { benchmark in
+        workload().compareNotices(benchmark)
     }
 
     Benchmark("Worker: the same binding polling and dropping the same records", configuration: configuration) { benchmark in
