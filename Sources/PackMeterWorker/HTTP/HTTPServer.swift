@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import PackMeterCore
 import ServiceLifecycle
 
 /// A request the server hands to its `HTTPRoutes`: GET or HEAD (others are answered 405
@@ -246,17 +247,7 @@ extension ChannelHandlerContext {
 
 /// `"…"` with JSON escapes.
 func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
+    let w = ByteWriter(capacity: text.utf8.count + 8)
+    w.append(jsonString: text)
+    return w.string
 }
