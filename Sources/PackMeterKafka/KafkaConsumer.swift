@@ -38,8 +38,8 @@ public final class KafkaConsumer: @unchecked Sendable {
 
     /// Whether the consumer queue reached a limit above which librdkafka stops fetching,
     /// since the last `seek`. librdkafka 2.0 then does not look at the queue again until
-    /// something else wakes its broker thread, up to a second later (librdkafka issue
-    /// #2879; 2.2 adds `fetch.queue.backoff.ms`). Seeking the partitions to where the
+    /// something else wakes its broker thread, up to a second later (librdkafka
+    /// 2.2 adds `fetch.queue.backoff.ms` for this). Seeking the partitions to where the
     /// reader stands wakes them.
     public private(set) var fetchersMayBeParked = false
 

@@ -33,7 +33,7 @@ public struct WorkerStatus: Sendable {
     public var brokersReachable = false
     public var outputsSuppressed: UInt64 = 0
     public var recordsLostToRetention: UInt64 = 0
-    /// Times parked fetchers were woken (`WorkerSession.wakeParkedFetchers`).
+    /// Times parked fetchers were woken (`RunningWorker.wakeParkedFetchers`).
     public var fetchWakeups = 0
     /// Batches whose outputs did not all fit in the producer's queue from the billing
     /// threads, the rest produced by the worker thread as deliveries freed room.

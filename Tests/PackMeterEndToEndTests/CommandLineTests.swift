@@ -177,15 +177,3 @@ extension CommandLineTests {
         #expect(child.log.contains("bad checksum") && child.log.contains("trying the previous checkpoint"), "\(child.log)")
     }
 }
-
-extension FileHandle {
-    /// Bytes up to the first newline (or the end).
-    func availableDataLine() -> Data {
-        var line = Data()
-        while true {
-            let byte = readData(ofLength: 1)
-            if byte.isEmpty || byte == Data([0x0A]) { return line }
-            line.append(byte)
-        }
-    }
-}

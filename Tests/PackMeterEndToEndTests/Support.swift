@@ -114,13 +114,7 @@ final class MockBroker: @unchecked Sendable {
         child = try ChildProcess("mock-broker", arguments: ["mock-broker"] + topics.flatMap { ["--topic", $0] }, logDirectory: directory)
         let pipe = Pipe()
         try child.start(stdout: pipe)
-        var line = Data()
-        while true {
-            let byte = pipe.fileHandleForReading.readData(ofLength: 1)
-            if byte.isEmpty || byte == Data([0x0A]) { break }
-            line.append(byte)
-        }
-        bootstrap = String(decoding: line, as: UTF8.self)
+        bootstrap = String(decoding: pipe.fileHandleForReading.availableDataLine(), as: UTF8.self)
         precondition(!bootstrap.isEmpty, "mock-broker printed no address: \(child.log)")
     }
 
@@ -384,4 +378,16 @@ func workerArguments(_ command: String = "run", brokers: String, checkpoints: St
     [command, "--brokers", brokers, "--checkpoint-dir", checkpoints, "--checkpoint-interval", "300ms",
      "--status-interval", "2s", "--group", group, "--http", "127.0.0.1:\(freePort())",
      "--kafka-config", "session.timeout.ms=6000", "--kafka-config", "heartbeat.interval.ms=500"] + extra
+}
+
+extension FileHandle {
+    /// Bytes up to the first newline (or the end).
+    func availableDataLine() -> Data {
+        var line = Data()
+        while true {
+            let byte = readData(ofLength: 1)
+            if byte.isEmpty || byte == Data([0x0A]) { return line }
+            line.append(byte)
+        }
+    }
 }

@@ -159,13 +159,7 @@ struct HTTPServerTests {
             let requests = (1...3).map { "GET /fast?q=\($0) HTTP/1.1\r\nHost: x\r\n\r\n" }.joined() + "GET /fast?q=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             let bytes = Array(requests.utf8)
             #expect(send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count)
-            var text = ""
-            var buffer = [UInt8](repeating: 0, count: 65_536)
-            while true {
-                let n = recv(fd, &buffer, buffer.count, 0)
-                if n <= 0 { break }
-                text += String(decoding: buffer[0..<n], as: UTF8.self)
-            }
+            let text = receiveAll(fd)
             let order = text.matches(of: /"q":"(\d)"/).map { String($0.1) }
             #expect(order == ["1", "2", "3", "4"], "\(text)")
         }

@@ -83,7 +83,8 @@ public func connectLoopback(_ address: String, timeout: Int = 2) -> Int32? {
     return fd
 }
 
-func receiveAll(_ fd: Int32) -> String {
+/// Everything `fd` receives until the peer closes or the receive timeout passes.
+public func receiveAll(_ fd: Int32) -> String {
     var response: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 65_536)
     while true {

@@ -31,8 +31,9 @@ struct WorkerAPI: HTTPRoutes {
     /// for `WorkerStatus.stuckAfterSeconds`.
     private func health() -> HTTPResponse {
         let status = worker.currentStatus
-        let silent = monotonicSeconds() - status.updatedAt
-        guard status.isAlive(now: monotonicSeconds()) else {
+        let now = monotonicSeconds()
+        let silent = now - status.updatedAt
+        guard status.isAlive(now: now) else {
             return .error(.serviceUnavailable, code: "stuck", "the worker's loop has not turned for \(Int(silent)) s (phase \(status.phase.rawValue))")
         }
         return .json("{\"status\":\"alive\",\"phase\":\"\(status.phase.rawValue)\"}")

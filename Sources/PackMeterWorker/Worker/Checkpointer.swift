@@ -78,9 +78,6 @@ final class Checkpointer {
 
     private var slotSeconds: Double { Double(options.checkpointIntervalMs) / 1000 / Double(Self.slots) }
 
-    /// Whether every partition opened has had its restored offset committed.
-    var restoredOffsetsCommitted: Bool { restoredCommits.isEmpty }
-
     /// Notes partitions just opened: the group's committed offsets are set to the offsets
     /// their checkpoints cover (0 without one), also backwards, so that lag is the work left.
     func opened(_ partitions: [Int32]) {

@@ -12,7 +12,7 @@ import Synchronization
 /// letters, and checkpoints, exactly once across crashes (`ExactlyOnce.swift`).
 ///
 /// Where things happen, following one record:
-/// - `WorkerSession` runs the loop: poll a batch, bill it, then whatever else is due;
+/// - `RunningWorker` runs the loop: poll a batch, bill it, then whatever else is due;
 /// - `ShardSet.bill` splits the batch by partition and bills the partitions on every core;
 /// - `Shard` gathers one partition's records, bills them with its `PartitionProcessor` and
 ///   produces the outputs, each tagged for the `OutputLedger`;
@@ -36,7 +36,7 @@ public final class StreamingWorker: @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
     private let published = Mutex(WorkerStatus())
     private let queries = Mutex<[BalanceQuery]>([])
-    /// Ends the worker thread's wait for records (set while a session runs).
+    /// Ends the worker thread's wait for records (set while the worker runs).
     let wakeUp = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// The busiest accounts when the worker stopped, for the demo's summary.
@@ -88,8 +88,8 @@ public final class StreamingWorker: @unchecked Sendable {
                 status.publish()
                 return
             }
-            let session = try WorkerSession(worker: self, inputPartitionCount: partitionCount, status: status)
-            try session.run()
+            let running = try RunningWorker(worker: self, inputPartitionCount: partitionCount, status: status)
+            try running.run()
         } catch {
             status.status.phase = WorkerStatus.Phase.stopped
             status.publish()

@@ -10,7 +10,7 @@ protocol WorkerMode: AnyObject {
     /// Commits to the consumer group; nil where there is none.
     var commit: Checkpointer.Commit? { get }
     /// Takes partitions: joins the group (live) or opens and assigns the range (replay).
-    func start(_ session: WorkerSession) throws
+    func start(_ running: RunningWorker) throws
     /// After each turn of the loop; true once the work is done.
     func turnIsLast(now: Double, shards: ShardSet) -> Bool
     /// Once the loop has ended, before the final checkpoints.
@@ -20,21 +20,21 @@ protocol WorkerMode: AnyObject {
 }
 
 /// `packmeter run`: a member of the consumer group until stopped. Partitions come and go
-/// with rebalances, which the session answers.
+/// with rebalances, which the running worker answers.
 final class LiveMode: WorkerMode {
     let consumer: KafkaConsumer
     private let relay: RebalanceRelay
     private let options: WorkerOptions
     private let logger: Logger
 
-    /// Passes the consumer's rebalance events to the session, which exists only after the
+    /// Passes the consumer's rebalance events to the running worker, which exists only after the
     /// consumer does.
     private final class RebalanceRelay {
-        weak var session: WorkerSession?
+        weak var running: RunningWorker?
 
         func handle(_ event: KafkaConsumer.RebalanceEvent) throws -> [TopicPartition: Int64] {
-            guard let session else { return [:] }
-            return try session.rebalance(event)
+            guard let running else { return [:] }
+            return try running.rebalance(event)
         }
     }
 
@@ -51,10 +51,10 @@ final class LiveMode: WorkerMode {
         { [consumer] offsets, wait throws(KafkaError) in try consumer.commit(offsets, wait: wait) }
     }
 
-    func start(_ session: WorkerSession) throws {
-        relay.session = session
+    func start(_ running: RunningWorker) throws {
+        relay.running = running
         try consumer.subscribe([options.inputTopic])
-        logger.info("joined group '\(options.group)' on '\(options.inputTopic)' (\(session.inputPartitionCount) partitions)")
+        logger.info("joined group '\(options.group)' on '\(options.inputTopic)' (\(running.inputPartitionCount) partitions)")
     }
 
     func turnIsLast(now: Double, shards: ShardSet) -> Bool { false }
@@ -87,13 +87,13 @@ final class ReplayMode: WorkerMode {
 
     var commit: Checkpointer.Commit? { nil }
 
-    func start(_ session: WorkerSession) throws {
-        let tps = (0..<Int32(session.inputPartitionCount)).map { TopicPartition(options.inputTopic, $0) }
+    func start(_ running: RunningWorker) throws {
+        let tps = (0..<Int32(running.inputPartitionCount)).map { TopicPartition(options.inputTopic, $0) }
         let (starts, stops) = try range(of: tps)
-        try session.open(tps.map(\.partition))
+        try running.open(tps.map(\.partition))
         var assignment: [(TopicPartition, Int64)] = []
         for tp in tps {
-            let shard = session.shards[tp.partition]!
+            let shard = running.shards[tp.partition]!
             shard.stopOffset = stops[tp.partition]!
             if shard.checkpointedOffset < 0, let start = starts[tp.partition] {
                 // No checkpoint of this replay yet: begin at --from.

@@ -9,7 +9,7 @@ import PackMeterFiles
 ///
 /// Every part is owned by the worker thread (checked in debug builds by each part's
 /// `ThreadOwner`); the billing threads borrow shards only inside `ShardSet.bill`.
-final class WorkerSession {
+final class RunningWorker {
     let inputPartitionCount: Int
     let shards: ShardSet
     private let worker: StreamingWorker
