@@ -26,12 +26,15 @@ public final class KafkaConsumer: @unchecked Sendable {
         var rebalance: RebalanceHandler?
         /// An error raised inside a callback, rethrown by the next `poll`.
         var pendingError: Error?
+        /// Whether the group has given this member an assignment (maybe empty) yet.
+        var everAssigned = false
     }
 
     let handle: OpaquePointer
     private let queue: OpaquePointer
     private let context: Context
     private var closed = false
+    private var subscribed = false
     public let logger: Logger
     /// `queued.min.messages` and `queued.max.messages.kbytes` (in bytes) as configured.
     private let queueLimits: (messages: Int, bytes: Int)
@@ -90,8 +93,20 @@ public final class KafkaConsumer: @unchecked Sendable {
     deinit {
         rd_kafka_queue_destroy(queue)
         if !closed { rd_kafka_consumer_close(handle) }
+        guard destroyIsSafe else {
+            logger.debug("left librdkafka's consumer handle to the process exit: it joined the group but was never assigned")
+            return
+        }
         rd_kafka_destroy(handle)
     }
+
+    /// librdkafka before 2.3 aborts in `rd_kafka_destroy` when a cooperative-sticky consumer
+    /// has joined its group but not yet received its first assignment (librdkafka issue
+    /// 4312: the sticky assignor's state is still null). Whether it joined cannot be told
+    /// once it has left (the member id is cleared), so a subscribed consumer never assigned
+    /// is closed (it leaves the group) but not destroyed: the process ends soon after, and
+    /// a rolling restart may stop a worker at any moment.
+    private var destroyIsSafe: Bool { !subscribed || context.everAssigned }
 
     private static func serveRebalance(rk: OpaquePointer, err: rd_kafka_resp_err_t,
                                        partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>, context: Context) {
@@ -101,6 +116,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         do {
             switch err {
             case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+                context.everAssigned = true
                 let starts = try context.rebalance?(.assigned(topicPartitions)) ?? [:]
                 let assignment = PartitionList(topicPartitions.map { ($0, starts[$0] ?? KafkaOffset.stored) })
                 if cooperative {
@@ -134,6 +150,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     public func subscribe(_ topics: [String]) throws(KafkaError) {
         let list = PartitionList(capacity: topics.count)
         for topic in topics { list.add(TopicPartition(topic, Int32(RD_KAFKA_PARTITION_UA)), offset: KafkaOffset.invalid) }
+        subscribed = true
         let err = rd_kafka_subscribe(handle, list.pointer)
         if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, operation: "subscribe to \(topics)") }
     }

@@ -24,6 +24,13 @@ public struct WorkerOptions: Sendable {
     public var noticesTopic: String? = "ocr.notices"
     public var group = "packmeter"
     public var checkpointDirectory = "./checkpoints"
+    /// Keep checkpoints in this compacted Kafka topic instead of `checkpointDirectory`.
+    public var checkpointTopic: String?
+    /// Static group membership (`group.instance.id`): a worker restarted with the same id
+    /// within the session timeout gets its partitions back without a rebalance.
+    public var instanceID: String?
+    /// The URL other workers of the group reach this one's HTTP endpoint at.
+    public var httpAdvertise: String?
     public var checkpointIntervalMs: Int64 = 5000
     public var keepCheckpoints = 3
     public var engine: EngineConfiguration
@@ -60,6 +67,8 @@ extension WorkerOptions {
             "a partition whose records were deleted must resume at the oldest record left, not skip ahead"
         case "group.id":
             "use --group"
+        case "group.instance.id":
+            "use --instance-id"
         case "bootstrap.servers", "metadata.broker.list":
             "use --brokers"
         case "enable.idempotence" where value != "true":

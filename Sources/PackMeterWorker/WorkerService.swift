@@ -15,6 +15,8 @@ public struct WorkerService: Service {
     public func run() async throws {
         let worker = self.worker
         try await withGracefulShutdownHandler {
+            // A stop signal that came before the service group listened.
+            if EarlyStop.wasRequested { worker.requestStop() }
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
                 let thread = Thread {
                     do {

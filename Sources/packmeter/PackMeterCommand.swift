@@ -31,6 +31,7 @@ struct PackMeter: AsyncParsableCommand {
     )
 
     static func main() async {
+        EarlyStop.install()
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .info
@@ -41,6 +42,8 @@ struct PackMeter: AsyncParsableCommand {
                                                        environment: ProcessInfo.processInfo.environment)
             try refuseHelpOfUnknownCommand(arguments)
             var command = try parseAsRoot(arguments)
+            // The worker commands stop gracefully on SIGTERM and SIGINT, also while starting.
+            if !(command is RunCommand || command is ReplayCommand) { EarlyStop.uninstall() }
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

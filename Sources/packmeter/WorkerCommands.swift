@@ -27,8 +27,17 @@ struct WorkerFlags: ParsableArguments {
     @Option(help: ArgumentHelp("The consumer group (run).", valueName: "name"))
     var group = "packmeter"
 
-    @Option(name: .customLong("checkpoint-dir"), help: ArgumentHelp("Where each input partition's checkpoints are kept (default ./checkpoints for run, ./replay-checkpoints for replay). Workers of one group must share it; replay refuses a directory run writes to.", valueName: "dir"))
+    @Option(name: .customLong("checkpoint-dir"), help: ArgumentHelp("Where each input partition's checkpoints are kept (default ./checkpoints for run, ./replay-checkpoints for replay), unless --checkpoint-topic is given. Workers of one group must share it; replay refuses a directory run writes to.", valueName: "dir"))
     var checkpointDir: String?
+
+    @Option(name: .customLong("checkpoint-topic"), help: ArgumentHelp("Keep checkpoints in this compacted Kafka topic instead of a directory (one partition per input partition; created if missing and the brokers allow it). For workers on different machines.", valueName: "topic"))
+    var checkpointTopic: String?
+
+    @Option(name: .customLong("instance-id"), help: ArgumentHelp("Static group membership (run): a worker restarted with the same id within the session timeout gets its partitions back without a rebalance. Unique per worker, stable across restarts (a pod name).", valueName: "id"))
+    var instanceID: String?
+
+    @Option(name: .customLong("http-advertise"), help: ArgumentHelp("The URL other workers of the group reach this worker's --http at (run), so that any of them answers for any account.", valueName: "url"))
+    var httpAdvertise: String?
 
     @Option(name: .customLong("checkpoint-interval"), help: ArgumentHelp("How often to checkpoint (and then commit offsets).", valueName: "duration"))
     var checkpointInterval = "5s"
@@ -56,7 +65,8 @@ struct WorkerFlags: ParsableArguments {
 
     @OptionGroup var engine: EngineOptions
 
-    static let environmentFlags = ["brokers", "input", "output", "dlq", "notices", "group", "checkpoint-dir", "checkpoint-interval",
+    static let environmentFlags = ["brokers", "input", "output", "dlq", "notices", "group", "checkpoint-dir", "checkpoint-topic",
+                                   "instance-id", "http-advertise", "checkpoint-interval",
                                    "keep-checkpoints", "max-future-skew", "http", "status-interval", "startup-timeout",
                                    "log-level", "kafka-config"] + EngineOptions.environmentFlags
 
@@ -89,6 +99,24 @@ struct WorkerFlags: ParsableArguments {
         case .live: options.checkpointDirectory = checkpointDir ?? "./checkpoints"
         case .replay: options.checkpointDirectory = checkpointDir ?? "./replay-checkpoints"
         }
+        if let checkpointTopic {
+            guard checkpointDir == nil else { throw ConfigurationError("give --checkpoint-dir or --checkpoint-topic, not both") }
+            guard !checkpointTopic.isEmpty else { throw ConfigurationError("--checkpoint-topic must name a topic") }
+            options.checkpointTopic = checkpointTopic
+        }
+        if let instanceID {
+            guard !instanceID.isEmpty, mode == .live else {
+                throw ConfigurationError(mode == .live ? "--instance-id must not be empty" : "--instance-id is for run (replay has no group)")
+            }
+            options.instanceID = instanceID
+        }
+        if let httpAdvertise {
+            guard http != nil else { throw ConfigurationError("--http-advertise needs --http (the address it advertises)") }
+            guard let url = URL(string: httpAdvertise), url.scheme == "http", url.host != nil else {
+                throw ConfigurationError("--http-advertise '\(httpAdvertise)' is not an http:// URL such as http://worker-0.packmeter:8080")
+            }
+            options.httpAdvertise = httpAdvertise.hasSuffix("/") ? String(httpAdvertise.dropLast()) : httpAdvertise
+        }
         options.checkpointIntervalMs = try duration(checkpointInterval, "checkpoint-interval")
         guard keepCheckpoints >= 1 else { throw ConfigurationError("--keep-checkpoints must be at least 1") }
         options.keepCheckpoints = keepCheckpoints
@@ -111,9 +139,9 @@ struct WorkerFlags: ParsableArguments {
         } catch {
             throw ConfigurationError("--kafka-config: \(error.message)")
         }
-        let topics = [input, output, dlq] + (notices.isEmpty ? [] : [notices])
+        let topics = [input, output, dlq] + (notices.isEmpty ? [] : [notices]) + (checkpointTopic.map { [$0] } ?? [])
         guard Set(topics).count == topics.count else {
-            throw ConfigurationError("--input, --output, --dlq and --notices must be different topics")
+            throw ConfigurationError("--input, --output, --dlq, --notices and --checkpoint-topic must be different topics")
         }
         return options
     }
@@ -233,7 +261,7 @@ struct ReplayCommand: AsyncParsableCommand {
         for line in Summary.lines(status.counters, seconds: monotonicSeconds() - started, title: "packmeter replay") {
             printError(line)
         }
-        printError("  balances in \(options.checkpointDirectory)/\(options.inputTopic)/")
+        printError("  balances in \(options.checkpointTopic.map { "the checkpoint topic \($0)" } ?? "\(options.checkpointDirectory)/\(options.inputTopic)/")")
     }
 }
 
@@ -301,19 +329,26 @@ struct MockBrokerCommand: ParsableCommand {
 struct BalancesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "balances",
-        abstract: "Print an account's balances from a checkpoint directory, as JSON.",
+        abstract: "Print an account's balances from a worker's checkpoints, as JSON.",
         discussion: """
-            Looks for the account in the newest checkpoint of every partition of --input under \
-            --checkpoint-dir and prints its balances (docs/contract.md format) on one line. The \
-            checkpoint's own time zone, lateness and dedupe capacity are used; the catalog is the \
-            built-in one or --catalog, and must be the one the checkpoint was written with.
+            Looks for the account in the newest checkpoint of every partition of --input, in \
+            --checkpoint-dir or in --checkpoint-topic (with --brokers), and prints its balances \
+            (docs/contract.md format) on one line. The checkpoint's own time zone, lateness and \
+            dedupe capacity are used; the catalog is the built-in one or --catalog, and must be \
+            the one the checkpoint was written with.
 
             Formats and guarantees: docs/contract.md; the rules: docs/rules.md (in packmeter's repository).
             """
     )
 
-    @Option(name: .customLong("checkpoint-dir"), help: ArgumentHelp("The checkpoint directory of a worker or replay.", valueName: "dir"))
-    var checkpointDir: String
+    @Option(name: .customLong("checkpoint-dir"), help: ArgumentHelp("The checkpoint directory of a worker or replay (default ./checkpoints).", valueName: "dir"))
+    var checkpointDir: String?
+
+    @Option(name: .customLong("checkpoint-topic"), help: ArgumentHelp("The checkpoint topic of a worker or replay, instead of a directory (needs --brokers).", valueName: "topic"))
+    var checkpointTopic: String?
+
+    @Option(help: ArgumentHelp("Kafka bootstrap servers, with --checkpoint-topic.", valueName: "host:port[,...]"))
+    var brokers: String?
 
     @Option(help: ArgumentHelp("The account id.", valueName: "id"))
     var account: String
@@ -327,23 +362,23 @@ struct BalancesCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The catalog the checkpoints were written with.", valueName: "file"))
     var catalog: String?
 
-    static let environmentFlags = ["checkpoint-dir", "account", "month", "input", "catalog"]
+    static let environmentFlags = ["checkpoint-dir", "checkpoint-topic", "brokers", "account", "month", "input", "catalog"]
 
-    /// The header of the partition's newest checkpoint that is not damaged, as restore
-    /// picks it: a torn or corrupt newer one is passed over with a warning.
-    private func newestReadableHeader(_ store: CheckpointStore, partition: Int32) throws -> (String, CheckpointHeader)? {
-        for path in store.files(topic: input, partition: partition) {
-            let header: CheckpointHeader
+    private func store(logger: Logger) throws -> any CheckpointStore {
+        switch (checkpointDir, checkpointTopic) {
+        case (.some, .some):
+            throw ConfigurationError("give --checkpoint-dir or --checkpoint-topic, not both")
+        case let (nil, .some(topic)):
+            guard let brokers else { throw ConfigurationError("--checkpoint-topic needs --brokers") }
+            try WorkerFlags.validate(brokers: brokers)
             do {
-                header = try store.read(path, into: nil, configuration: nil)
+                return try TopicCheckpointStore(topic: topic, brokers: brokers, logger: logger)
             } catch {
-                guard error.isDamage else { throw error }
-                printError("packmeter balances: warning: \(error); trying the previous checkpoint")
-                continue
+                throw RuntimeFailure("cannot read the checkpoint topic '\(topic)': \(error)")
             }
-            return (path, header)
+        case let (directory, nil):
+            return CheckpointDirectory(directory: directory ?? "./checkpoints", logger: logger)
         }
-        return nil
     }
 
     func run() throws {
@@ -353,15 +388,19 @@ struct BalancesCommand: ParsableCommand {
             monthFilter = m
         }
         let loaded = try catalog.map { path throws(CatalogError) in try Catalog.load(path: path) } ?? Catalog.builtin()
-        let store = CheckpointStore(directory: checkpointDir, logger: Logger(label: "packmeter"))
-        let root = "\(checkpointDir)/\(CheckpointStore.safeName(input))"
-        let partitions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int32.init).sorted()
-        guard !partitions.isEmpty else { throw RuntimeFailure("no checkpoints of '\(input)' under \(checkpointDir)") }
+        var logger = Logger(label: "packmeter")
+        logger.logLevel = .warning
+        let store = try store(logger: logger)
+        let partitions = try store.partitions(topic: input)
+        guard !partitions.isEmpty else { throw RuntimeFailure("no checkpoints of '\(input)' in \(store.location)") }
         // An account's events share a partition; another partition may still know the id
         // (a mis-keyed event) without state, so prefer the partition that has state.
         var stateless: (AccountBalances, BillingCalendar)?
         for p in partitions {
-            guard let (newest, header) = try newestReadableHeader(store, partition: p) else { continue }
+            let found = try store.newestHeader(topic: input, partition: p) { damaged in
+                printError("packmeter balances: warning: \(damaged); trying the previous checkpoint")
+            }
+            guard let (newest, header) = found else { continue }
             let calendar: BillingCalendar
             do {
                 calendar = try BillingCalendar(timeZoneIdentifier: header.timeZone)
@@ -384,6 +423,6 @@ struct BalancesCommand: ParsableCommand {
             print(balances.json(calendar: calendar))
             return
         }
-        throw RuntimeFailure("account '\(account)' has no state in the checkpoints under \(checkpointDir)")
+        throw RuntimeFailure("account '\(account)' has no state in the checkpoints in \(store.location)")
     }
 }

@@ -31,7 +31,7 @@ struct CheckpointStoreTests {
     @Test func writeThenRestore_givesTheSameState_andKeepsTheNewestN() throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = CheckpointStore(directory: dir, keep: 2, logger: Logger(label: "test"))
+        let store = CheckpointDirectory(directory: dir, keep: 2, logger: Logger(label: "test"))
         let l = ledger(3000)
         for offset in [100, 200, 300] as [Int64] { try store.write(l.engine.copy(), header: header(offset, l)) }
         #expect(store.files(topic: "ocr.usage", partition: 2).map { ($0 as NSString).lastPathComponent } ==
@@ -50,7 +50,7 @@ struct CheckpointStoreTests {
     @Test func corruptNewest_fallsBackToThePreviousGoodOne() throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = CheckpointStore(directory: dir, keep: 3, logger: Logger(label: "test"))
+        let store = CheckpointDirectory(directory: dir, keep: 3, logger: Logger(label: "test"))
         let l = ledger(1000)
         try store.write(l.engine.copy(), header: header(100, l))
         let newest = try store.write(l.engine.copy(), header: header(200, l)).path
@@ -71,7 +71,7 @@ struct CheckpointStoreTests {
     @Test func tornWrite_truncatedFile_isDetected() throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = CheckpointStore(directory: dir, logger: Logger(label: "test"))
+        let store = CheckpointDirectory(directory: dir, logger: Logger(label: "test"))
         let l = ledger(500)
         let path = try store.write(l.engine.copy(), header: header(50, l)).path
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -82,7 +82,7 @@ struct CheckpointStoreTests {
     @Test func unknownFormatVersion_isRefusedByName() throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = CheckpointStore(directory: dir, logger: Logger(label: "test"))
+        let store = CheckpointDirectory(directory: dir, logger: Logger(label: "test"))
         let l = ledger(200)
         let path = try store.write(l.engine.copy(), header: header(20, l)).path
         var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -99,7 +99,7 @@ struct CheckpointStoreTests {
     @Test func anotherCatalogOrTimeZone_isRefused() throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = CheckpointStore(directory: dir, logger: Logger(label: "test"))
+        let store = CheckpointDirectory(directory: dir, logger: Logger(label: "test"))
         let l = ledger(200)
         try store.write(l.engine.copy(), header: header(20, l))
         let utc = EngineConfiguration(catalog: builtinCatalog, calendar: calendar("UTC"))

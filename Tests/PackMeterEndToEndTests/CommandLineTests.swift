@@ -155,7 +155,7 @@ extension CommandLineTests {
         let dir = temporaryDirectory("balances")
         let configuration = try e2eConfiguration()
         let processor = configuration.makeProcessor(topic: "ocr.usage", partition: 0)
-        let store = CheckpointStore(directory: "\(dir)/ckpt", logger: Logger(label: "test"))
+        let store = CheckpointDirectory(directory: "\(dir)/ckpt", logger: Logger(label: "test"))
         for (offset, line) in [call("c1", ts: "2026-11-03T10:00:00+08:00"), call("c2", ts: "2026-11-03T11:00:00+08:00")].enumerated() {
             Array(line.utf8).withUnsafeBytes { processor.process($0, key: nil, offset: Int64(offset), recordTimestampMs: nil, into: OutputBatch()) }
             try store.write(processor.engine.copy(), header: CheckpointHeader(topic: "ocr.usage", partition: 0, nextOffset: Int64(offset + 1),

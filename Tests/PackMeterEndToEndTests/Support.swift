@@ -227,7 +227,7 @@ func expectCommittedOffsetsCovered(brokers: String, group: String, topic: String
     let (consumer, partitions) = reader
     let committed = try consumer.committed(partitions, timeoutMs: 5000)
     let configuration = try e2eConfiguration()
-    let store = CheckpointStore(directory: checkpointDirectory, logger: testLogger)
+    let store = CheckpointDirectory(directory: checkpointDirectory, logger: testLogger)
     for tp in partitions {
         guard let offset = committed[tp], offset >= 0 else { continue }
         // The worker may prune a file between listing and reading it: look again.
@@ -344,7 +344,7 @@ func expectSameOutputs(_ actual: OutputsByPartition, _ expected: Expected, sourc
 func expectSameBalances(checkpointDirectory directory: String, topic: String, expected: Expected,
                         sourceLocation: SourceLocation = #_sourceLocation) throws {
     let configuration = try e2eConfiguration()
-    let store = CheckpointStore(directory: directory, logger: testLogger)
+    let store = CheckpointDirectory(directory: directory, logger: testLogger)
     for (p, engine) in expected.engines {
         let restored = try store.restore(topic: topic, partition: p, configuration: configuration)
         guard let restored else {

@@ -15,7 +15,7 @@ import PackMeterFiles
 final class BigState: @unchecked Sendable {
     let configuration: EngineConfiguration
     let engine: PartitionEngine
-    let store: CheckpointStore
+    let store: CheckpointDirectory
     let directory: String
     var lastBytes = 0
 
@@ -28,7 +28,7 @@ final class BigState: @unchecked Sendable {
         applyMillionAccounts(to: engine)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("packmeter-bench-\(getpid())").path
         self.directory = directory
-        store = CheckpointStore(directory: directory, keep: 2, logger: Logger(label: "bench"))
+        store = CheckpointDirectory(directory: directory, keep: 2, logger: Logger(label: "bench"))
         write()
     }
 

@@ -13,18 +13,29 @@ import Synchronization
 /// the shard's engine between batches (the only pause billing sees), waits behind a barrier
 /// in the ledger until the outputs of the records it covers are acknowledged, is encoded and
 /// written on a background queue, and once durable its offset is committed to the group.
+///
+/// Commits are checked, not trusted: every interval the group's committed offsets of the
+/// owned partitions are read back, and any that differ from what the durable checkpoints
+/// cover (a commit lost to a rebalance, a generation that moved on) are committed again.
+/// So once input stops, the committed offsets reach the partitions' ends within two
+/// intervals, whatever happened before.
 final class Checkpointer {
-    /// Commits offsets to the consumer group; nil where there is no group (replay).
-    typealias Commit = (_ offsets: [(TopicPartition, Int64)], _ wait: Bool) throws(KafkaError) -> Void
+    /// The consumer group's offsets; nil where there is no group (replay).
+    struct GroupOffsets {
+        /// Commits offsets, waiting for the coordinator.
+        var commit: (_ offsets: [(TopicPartition, Int64)]) throws(KafkaError) -> Void
+        /// The offsets committed, as the coordinator has them.
+        var committed: (_ partitions: [TopicPartition]) throws(KafkaError) -> [TopicPartition: Int64]
+    }
 
     static let slots = 8
 
-    private let store: CheckpointStore
+    private let store: any CheckpointStore
     private let ledger: OutputLedger
     private let shards: ShardSet
     private let producer: KafkaProducer
     private let status: StatusPublisher
-    private let commit: Commit?
+    private let group: GroupOffsets?
     private let options: WorkerOptions
     private let logger: Logger
     private let writerQueue = DispatchQueue(label: "packmeter.checkpoint-writer")
@@ -33,11 +44,16 @@ final class Checkpointer {
 
     private var slot = 0
     private var nextSlotAt: Double
-    /// Partitions opened whose checkpoint offsets are still to be committed (a worker may
-    /// have died between writing a checkpoint and committing it, or the newest checkpoint
-    /// may have been found damaged), and when a failed commit of them is tried again.
-    private var restoredCommits: Set<Int32> = []
-    private var nextRestoredCommitAt = 0.0
+    /// Partitions whose checkpointed offset is still to be committed, and when a failed
+    /// commit of them is tried again. Opened partitions are among them: a worker may have
+    /// died between writing a checkpoint and committing it, or the newest checkpoint may
+    /// have been found damaged.
+    private var uncommitted: Set<Int32> = []
+    private var nextCommitAt = 0.0
+    /// When the committed offsets are next read back and compared.
+    private var nextAuditAt: Double
+    /// Partitions opened whose offsets were not committed yet (readiness waits for them).
+    private var opening: Set<Int32> = []
 
     /// The outcome of one background write.
     private struct CheckpointWrite: Sendable {
@@ -63,17 +79,18 @@ final class Checkpointer {
         }
     }
 
-    init(store: CheckpointStore, ledger: OutputLedger, shards: ShardSet, producer: KafkaProducer, status: StatusPublisher,
-         commit: Commit?, options: WorkerOptions, logger: Logger) {
+    init(store: any CheckpointStore, ledger: OutputLedger, shards: ShardSet, producer: KafkaProducer, status: StatusPublisher,
+         group: GroupOffsets?, options: WorkerOptions, logger: Logger) {
         self.store = store
         self.ledger = ledger
         self.shards = shards
         self.producer = producer
         self.status = status
-        self.commit = commit
+        self.group = group
         self.options = options
         self.logger = logger
         nextSlotAt = monotonicSeconds() + Double(options.checkpointIntervalMs) / 1000 / Double(Self.slots)
+        nextAuditAt = monotonicSeconds() + Double(options.checkpointIntervalMs) / 1000
     }
 
     private var slotSeconds: Double { Double(options.checkpointIntervalMs) / 1000 / Double(Self.slots) }
@@ -82,18 +99,20 @@ final class Checkpointer {
     /// their checkpoints cover (0 without one), also backwards, so that lag is the work left.
     func opened(_ partitions: [Int32]) {
         owner.check()
-        restoredCommits.formUnion(partitions)
-        nextRestoredCommitAt = 0
-        status.status.restoredOffsetsToCommit = restoredCommits.count
+        uncommitted.formUnion(partitions)
+        opening.formUnion(partitions)
+        nextCommitAt = 0
+        status.status.restoredOffsetsToCommit = opening.count
     }
 
     /// One turn of the worker's loop: commits restored offsets, hands checkpoints past their
     /// barriers to the writer, takes in finished writes, and starts the slot that is due.
     func turn(now: Double) throws {
         owner.check()
-        if !restoredCommits.isEmpty && now >= nextRestoredCommitAt { commitRestored() }
         writeCheckpointsPastBarriers()
         try takeFinishedWrites()
+        if !uncommitted.isEmpty && now >= nextCommitAt { commitCheckpointed() }
+        if now >= nextAuditAt { auditCommits(now: now) }
         guard now >= nextSlotAt else { return }
         let due = slot
         startCheckpoints(shards.all.filter { Int($0.partition) % Self.slots == due })
@@ -116,7 +135,8 @@ final class Checkpointer {
         try producer.flush(timeoutMs: 60_000)
         writeCheckpointsPastBarriers()
         writerQueue.sync {}
-        try takeFinishedWrites(waitForCommit: waitForCommit)
+        try takeFinishedWrites()
+        if waitForCommit { commitCheckpointed() }
     }
 
     /// Copies the engines of `candidates` that advanced and raises a barrier behind every
@@ -168,13 +188,10 @@ final class Checkpointer {
         }
     }
 
-    /// Marks durable checkpoints and commits the offsets they cover: in the background
-    /// while running (a commit only moves the group's lag; positions come from the
-    /// checkpoints), waiting for the coordinator with `waitForCommit`.
-    private func takeFinishedWrites(waitForCommit: Bool = false) throws {
+    /// Marks durable checkpoints; their offsets are to be committed.
+    private func takeFinishedWrites() throws {
         let done = completedWrites.takeAll()
         guard !done.isEmpty else { return }
-        var commits: [(TopicPartition, Int64)] = []
         for write in done {
             if let error = write.error { throw WorkerError("cannot write a checkpoint of \(options.inputTopic)[\(write.partition)]: \(error)") }
             status.status.checkpointsWritten += 1
@@ -184,40 +201,52 @@ final class Checkpointer {
             shard.writeInFlight = false
             shard.checkpointedOffset = max(shard.checkpointedOffset, write.nextOffset)
             shard.checkpointTakenMs = max(shard.checkpointTakenMs, write.createdMs)
-            commits.append((TopicPartition(options.inputTopic, write.partition), write.nextOffset))
-        }
-        guard let commit, !commits.isEmpty else { return }
-        do {
-            try commit(commits, waitForCommit)
-        } catch {
-            // A failed commit only delays lag reporting: positions come from checkpoints.
-            logger.warning("could not commit offsets: \(error)")
+            uncommitted.insert(write.partition)
         }
     }
 
-    /// Sets the group's committed offsets to the offsets the opened partitions' checkpoints
-    /// cover, waiting for the coordinator: until then the group may still show offsets no
-    /// usable checkpoint covers, and anyone reading the lag would take unfinished work for
-    /// done. A checkpoint written since is what is committed; a failed commit is tried again
-    /// a second later.
-    private func commitRestored() {
-        let commits = restoredCommits.sorted().compactMap { p -> (TopicPartition, Int64)? in
-            guard let shard = shards[p] else { return nil }
-            return (TopicPartition(options.inputTopic, p), max(0, shard.checkpointedOffset))
-        }
-        defer { status.status.restoredOffsetsToCommit = restoredCommits.count }
-        guard let commit, !commits.isEmpty else {
-            restoredCommits.removeAll()
+    /// Commits the offsets the owned partitions' durable checkpoints cover (0 without one),
+    /// also backwards, waiting for the coordinator: until then the group may show offsets
+    /// no usable checkpoint covers, and anyone reading the lag would take unfinished work
+    /// for done. A failed commit only delays that (positions come from checkpoints), and is
+    /// tried again a second later.
+    private func commitCheckpointed() {
+        defer { status.status.restoredOffsetsToCommit = opening.count }
+        uncommitted = uncommitted.filter { shards[$0] != nil }
+        opening = opening.filter { shards[$0] != nil }
+        let commits = uncommitted.sorted().map { p in (TopicPartition(options.inputTopic, p), max(0, shards[p]!.checkpointedOffset)) }
+        guard let group, !commits.isEmpty else {
+            uncommitted.removeAll()
+            opening.removeAll()
             return
         }
         do {
-            try commit(commits, true)
-            restoredCommits.removeAll()
-            logger.info("group offsets set to the restored positions: \(commits.map { "\($0.0.partition):\($0.1)" }.joined(separator: " "))")
+            try group.commit(commits)
+            uncommitted.removeAll()
+            if !opening.isEmpty {
+                logger.info("group offsets set to the restored positions: \(commits.filter { opening.contains($0.0.partition) }.map { "\($0.0.partition):\($0.1)" }.joined(separator: " "))")
+                opening.removeAll()
+            }
         } catch {
-            restoredCommits = Set(commits.map(\.0.partition))
-            nextRestoredCommitAt = monotonicSeconds() + 1
-            logger.warning("could not commit restored offsets (trying again): \(error)")
+            nextCommitAt = monotonicSeconds() + 1
+            logger.warning("could not commit offsets (trying again): \(error)")
+        }
+    }
+
+    /// Reads the group's committed offsets of the owned partitions back and marks those
+    /// that differ from their durable checkpoints to be committed again.
+    private func auditCommits(now: Double) {
+        nextAuditAt = now + Double(options.checkpointIntervalMs) / 1000
+        guard let group else { return }
+        let owned = shards.all.filter { !$0.writeInFlight && !uncommitted.contains($0.partition) }
+        guard !owned.isEmpty else { return }
+        do {
+            let committed = try group.committed(owned.map { TopicPartition(options.inputTopic, $0.partition) })
+            for shard in owned where committed[TopicPartition(options.inputTopic, shard.partition)] != max(0, shard.checkpointedOffset) {
+                uncommitted.insert(shard.partition)
+            }
+        } catch {
+            logger.warning("could not read the group's committed offsets: \(error)")
         }
     }
 }

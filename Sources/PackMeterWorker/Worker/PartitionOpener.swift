@@ -8,7 +8,7 @@ import PackMeterFiles
 /// already written past those checkpoints (`OutputReadBack`), so none is written twice.
 struct PartitionOpener {
     let options: WorkerOptions
-    let store: CheckpointStore
+    let store: any CheckpointStore
     let ledger: OutputLedger
     let producer: KafkaProducer
     let shards: ShardSet

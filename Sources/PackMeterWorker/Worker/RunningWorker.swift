@@ -23,7 +23,7 @@ final class RunningWorker {
     private let checkpointer: Checkpointer
     private let brokerWatch: BrokerWatch
 
-    init(worker: StreamingWorker, inputPartitionCount: Int, status: StatusPublisher) throws {
+    init(worker: StreamingWorker, store: any CheckpointStore, inputPartitionCount: Int, status: StatusPublisher) throws {
         let options = worker.options
         let logger = worker.logger
         self.worker = worker
@@ -54,10 +54,10 @@ final class RunningWorker {
             mode = try ReplayMode(options: options, from: from, to: to, configuration: consumerConfiguration, logger: logger)
         }
         shards = ShardSet(inputTopic: options.inputTopic, logger: logger)
-        opener = PartitionOpener(options: options, store: worker.store, ledger: ledger, producer: producer, shards: shards,
+        opener = PartitionOpener(options: options, store: store, ledger: ledger, producer: producer, shards: shards,
                                  status: status, logger: logger)
-        checkpointer = Checkpointer(store: worker.store, ledger: ledger, shards: shards, producer: producer, status: status,
-                                    commit: mode.commit, options: options, logger: logger)
+        checkpointer = Checkpointer(store: store, ledger: ledger, shards: shards, producer: producer, status: status,
+                                    group: mode.group, options: options, logger: logger)
     }
 
     /// Bills until the worker is asked to stop (live) or the range is done (replay), then

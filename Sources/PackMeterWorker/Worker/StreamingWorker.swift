@@ -31,7 +31,6 @@ import Synchronization
 public final class StreamingWorker: @unchecked Sendable {
     public let options: WorkerOptions
     public let logger: Logger
-    let store: CheckpointStore
 
     private let stopRequested = Atomic<Bool>(false)
     private let published = Mutex(WorkerStatus())
@@ -55,7 +54,20 @@ public final class StreamingWorker: @unchecked Sendable {
         }
         self.options = options
         self.logger = logger
-        store = CheckpointStore(directory: options.checkpointDirectory, keep: options.keepCheckpoints, logger: logger)
+    }
+
+    /// The checkpoint store the options name: the topic, or else the directory.
+    func makeStore() throws -> any CheckpointStore {
+        guard let topic = options.checkpointTopic else {
+            return CheckpointDirectory(directory: options.checkpointDirectory, keep: options.keepCheckpoints, logger: logger)
+        }
+        do {
+            return try TopicCheckpointStore(topic: topic, brokers: options.brokers, keep: options.keepCheckpoints,
+                                            kafkaProperties: options.kafkaProperties.filter { !WorkerOptions.isConsumerProperty($0.0) },
+                                            logger: logger)
+        } catch {
+            throw WorkerError("cannot open the checkpoint topic '\(topic)': \(error.message)", kind: .configuration)
+        }
     }
 
     /// Asks the worker to finish the batch in hand, checkpoint, commit and return from `run`.
@@ -75,6 +87,7 @@ public final class StreamingWorker: @unchecked Sendable {
         // the time; glibc's default would hand them back to the kernel each time.
         pm_retain_freed_memory()
         do {
+            let store = try makeStore()
             do {
                 try store.claim(for: options.mode == .live ? .run : .replay)
             } catch {
@@ -88,7 +101,8 @@ public final class StreamingWorker: @unchecked Sendable {
                 status.publish()
                 return
             }
-            let running = try RunningWorker(worker: self, inputPartitionCount: partitionCount, status: status)
+            if let topicStore = store as? TopicCheckpointStore { try topicStore.prepare(inputPartitions: partitionCount) }
+            let running = try RunningWorker(worker: self, store: store, inputPartitionCount: partitionCount, status: status)
             try running.run()
         } catch {
             status.status.phase = WorkerStatus.Phase.stopped

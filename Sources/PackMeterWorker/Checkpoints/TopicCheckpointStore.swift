@@ -1,0 +1,414 @@
+import Foundation
+import Logging
+import PackMeterCore
+import PackMeterFiles
+import PackMeterKafka
+import Synchronization
+
+/// Checkpoints in a compacted Kafka topic (`--checkpoint-topic`), for workers that share no
+/// file system: partition p of the topic holds the checkpoints of input partition p, as
+/// Kafka Streams keeps a store's changelog.
+///
+/// A checkpoint is a `CheckpointFile` cut into chunks below the brokers' message size
+/// limit, each a record keyed `chunk/{next offset}/{i}`, followed, once every chunk is
+/// acknowledged, by its head record `head/{next offset}` listing the chunks' offsets. A
+/// checkpoint exists only once its head does: a writer killed half-way leaves chunks no
+/// head names, and the previous checkpoint stays in force. Keys are never reused for other
+/// content, so compaction removes nothing a head still names; once a checkpoint is older
+/// than the newest `keep`, its records get tombstones (null values) and compaction lets
+/// them go. Where the brokers do not compact, retention takes the old ones instead.
+///
+/// Restoring reads the partition's tail, widening the window until it holds a head, and
+/// uses the newest head whose chunks read back whole and verify.
+public final class TopicCheckpointStore: CheckpointStore {
+    public let topic: String
+    public let brokers: String
+    public let keep: Int
+    public let logger: Logger
+    /// The largest chunk: below the default `message.max.bytes` (1 MB) of brokers and
+    /// librdkafka, with room for the record's key and framing.
+    public static let chunkBytes = 512 * 1024
+
+    private let producer: KafkaProducer
+    private let producerTopic: ProducerTopic
+    private let kafkaProperties: [(String, String)]
+    /// The reader used by restores (one at a time), made when first needed.
+    private let reader = Mutex<KafkaConsumer?>(nil)
+    /// Per partition, the checkpoints known to be in the topic (newest last) and the chunk
+    /// keys of torn writes, which the next write of that partition tombstones.
+    private let known = Mutex<[Int32: Known]>([:])
+    /// Offsets of the records of one write, by tag, filled in by delivery reports.
+    private let delivered = Delivered()
+
+    private final class Delivered: Sendable {
+        let offsets = Mutex<[UInt64: Int64]>([:])
+    }
+
+    public var location: String { "topic \(topic)" }
+
+    struct Known {
+        var heads: [Head] = []
+        var orphanKeys: Set<String> = []
+    }
+
+    /// What a head record says.
+    struct Head: Equatable {
+        var nextOffset: Int64
+        /// The chunks' offsets in the partition, in order.
+        var chunks: [Int64]
+        var bytes: Int
+        var writer: String
+        /// Where the head itself is.
+        var offset: Int64 = -1
+
+        func json() -> String {
+            "{\"format\":1,\"next_offset\":\(nextOffset),\"bytes\":\(bytes),\"writer\":\"\(writer)\",\"chunks\":[\(chunks.map(String.init).joined(separator: ","))]}"
+        }
+
+        init(nextOffset: Int64, chunks: [Int64], bytes: Int, writer: String) {
+            self.nextOffset = nextOffset
+            self.chunks = chunks
+            self.bytes = bytes
+            self.writer = writer
+        }
+
+        init?(json bytes: UnsafeRawBufferPointer, offset: Int64) {
+            guard let value = try? JSONValue.parse(String(decoding: bytes, as: UTF8.self)), value["format"]?.intValue == 1,
+                  let next = value["next_offset"]?.intValue, let size = value["bytes"]?.intValue,
+                  let chunks = value["chunks"]?.arrayValue?.compactMap(\.intValue)
+            else { return nil }
+            self.init(nextOffset: next, chunks: chunks, bytes: Int(size), writer: value["writer"]?.stringValue ?? "")
+            self.offset = offset
+        }
+    }
+
+    static func chunkKey(_ nextOffset: Int64, _ index: Int) -> String { "chunk/\(padded(nextOffset))/\(index)" }
+    static func headKey(_ nextOffset: Int64) -> String { "head/\(padded(nextOffset))" }
+
+    private static func padded(_ offset: Int64) -> String {
+        let digits = String(offset)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
+    }
+
+    /// Which command writes: `run` or `replay` (in each head, for `claim`).
+    private let writerName = Mutex<String>(CheckpointWriter.run.rawValue)
+
+    public init(topic: String, brokers: String, keep: Int = 3, kafkaProperties: [(String, String)] = [], logger: Logger) throws(KafkaError) {
+        self.topic = topic
+        self.brokers = brokers
+        self.keep = max(1, keep)
+        self.logger = logger
+        self.kafkaProperties = kafkaProperties
+        // The state is lz4-compressed already; each write waits for its acknowledgements.
+        var settings = KafkaConfiguration(kafkaProperties)
+        settings.set("compression.codec", "none")
+        settings.set("linger.ms", "0")
+        settings.set("message.max.bytes", String(Self.chunkBytes + 64 * 1024))
+        producer = try KafkaProducer(bootstrapServers: brokers, configuration: settings, logger: logger)
+        producerTopic = try producer.topic(topic)
+        producer.onDeliveries = { [delivered] reports in
+            delivered.offsets.withLock { offsets in
+                for report in reports where report.errorCode == 0 { offsets[report.tag] = report.offset }
+            }
+        }
+    }
+
+    /// Checks that the topic exists with a partition for each of the input's
+    /// `inputPartitions`, creating it (compacted) where it does not exist and the brokers
+    /// allow it.
+    public func prepare(inputPartitions: Int) throws(WorkerError) {
+        var count: Int?
+        do {
+            count = try producer.partitionCount(topic, timeoutMs: 10_000)
+            if count == nil {
+                try producer.createTopics([TopicSpec(topic, partitions: inputPartitions, configuration: Self.topicConfiguration)],
+                                          timeoutMs: 10_000)
+                logger.info("created the checkpoint topic '\(topic)' (\(inputPartitions) partitions, compacted)")
+                for _ in 0..<50 where count == nil {
+                    count = try producer.partitionCount(topic, timeoutMs: 10_000)
+                    if count == nil { Thread.sleep(forTimeInterval: 0.1) }
+                }
+            }
+        } catch {
+            throw WorkerError("the checkpoint topic '\(topic)' does not exist on \(brokers) and could not be created (\(error.message)); create it with \(inputPartitions) partitions and cleanup.policy=compact",
+                              kind: .configuration)
+        }
+        guard let count, count >= inputPartitions else {
+            throw WorkerError("the checkpoint topic '\(topic)' has \(count.map(String.init) ?? "no") partitions; it needs one per input partition (\(inputPartitions))",
+                              kind: .configuration)
+        }
+    }
+
+    /// The topic configuration a created checkpoint topic gets: compacted, in segments
+    /// small enough that compaction reaches old checkpoints soon.
+    public static let topicConfiguration = [("cleanup.policy", "compact"), ("segment.bytes", "67108864"),
+                                            ("min.cleanable.dirty.ratio", "0.1")]
+
+    public func claim(for writer: CheckpointWriter) throws(CheckpointClaimError) {
+        writerName.withLock { $0 = writer.rawValue }
+        guard writer == .replay else { return }
+        do {
+            guard let count = try producer.partitionCount(topic, timeoutMs: 10_000) else { return }
+            for p in 0..<Int32(count) {
+                let tail = try readTail(partition: p)
+                if let head = tail.heads.last, head.writer != CheckpointWriter.replay.rawValue {
+                    throw CheckpointClaimError(message: "the checkpoint topic '\(topic)' holds checkpoints of packmeter \(head.writer.isEmpty ? "run" : head.writer) (a live group's state); replay keeps its own: give it another --checkpoint-topic or a --checkpoint-dir")
+                }
+            }
+        } catch let error as CheckpointClaimError {
+            throw error
+        } catch {
+            throw CheckpointClaimError(message: "cannot read the checkpoint topic '\(topic)': \(error)")
+        }
+    }
+
+    // MARK: - Writing
+
+    public func write(_ engine: PartitionEngine, header: CheckpointHeader) throws(CheckpointError) -> (path: String, bytes: Int) {
+        let file = CheckpointFile.encode(engine, header: header)
+        let p = header.partition
+        let location = "\(topic)[\(p)]@\(header.nextOffset)"
+        do {
+            let chunkCount = max(1, (file.count + Self.chunkBytes - 1) / Self.chunkBytes)
+            var records: [(key: String, range: Range<Int>)] = []
+            for i in 0..<chunkCount {
+                records.append((Self.chunkKey(header.nextOffset, i), i * Self.chunkBytes..<min(file.count, (i + 1) * Self.chunkBytes)))
+            }
+            let offsets = try file.bytes.withUnsafeBytes { raw throws(KafkaError) in
+                try produceAndWait(records.map { ($0.key, UnsafeRawBufferPointer(rebasing: raw[$0.range])) }, partition: p)
+            }
+            var head = Head(nextOffset: header.nextOffset, chunks: offsets, bytes: file.count, writer: writerName.withLock { $0 })
+            let headOffsets = try Array(head.json().utf8).withUnsafeBytes { raw throws(KafkaError) in
+                try produceAndWait([(Self.headKey(header.nextOffset), raw)], partition: p)
+            }
+            head.offset = headOffsets[0]
+            try prune(partition: p, adding: head)
+            return (location, file.count)
+        } catch {
+            throw CheckpointError(path: location, problem: .io("cannot write to the checkpoint topic: \(error)"))
+        }
+    }
+
+    /// Produces `records` to partition `partition` and waits until all are acknowledged;
+    /// returns their offsets in order. A nil value is a tombstone.
+    private func produceAndWait(_ records: [(String, UnsafeRawBufferPointer?)], partition: Int32) throws(KafkaError) -> [Int64] {
+        guard !records.isEmpty else { return [] }
+        delivered.offsets.withLock { $0.removeAll(keepingCapacity: true) }
+        for (i, (key, value)) in records.enumerated() {
+            let keyBytes = Array(key.utf8)
+            let result = keyBytes.withUnsafeBytes { raw in
+                Result { () throws(KafkaError) in
+                    try producer.produce(producerTopic, key: raw, value: value ?? UnsafeRawBufferPointer(start: nil, count: 0),
+                                         partition: partition, tag: UInt64(i + 1))
+                }
+            }
+            try result.get()
+        }
+        try producer.flush(timeoutMs: 60_000)
+        let offsets = delivered.offsets.withLock { got in (1...records.count).map { got[UInt64($0)] } }
+        guard offsets.allSatisfy({ $0 != nil }) else {
+            throw KafkaError(code: -1, message: "a record was not acknowledged", operation: "write to \(topic)[\(partition)]")
+        }
+        return offsets.map { $0! }
+    }
+
+    /// Notes `head` as the partition's newest checkpoint, and tombstones the records of
+    /// checkpoints beyond the newest `keep` and of torn writes.
+    private func prune(partition p: Int32, adding head: Head) throws(KafkaError) {
+        let (expired, orphans) = known.withLock { all -> ([Head], Set<String>) in
+            var entry = all[p] ?? Known()
+            entry.heads.removeAll { $0.nextOffset == head.nextOffset }
+            entry.heads.append(head)
+            let expired = Array(entry.heads.dropLast(keep))
+            entry.heads.removeFirst(expired.count)
+            let orphans = entry.orphanKeys
+            entry.orphanKeys = []
+            all[p] = entry
+            return (expired, orphans)
+        }
+        var keys = Array(orphans)
+        for old in expired {
+            keys += (0..<old.chunks.count).map { Self.chunkKey(old.nextOffset, $0) } + [Self.headKey(old.nextOffset)]
+        }
+        _ = try produceAndWait(keys.map { ($0, nil) }, partition: p)
+    }
+
+    // MARK: - Reading
+
+    /// What the tail of a partition holds: its heads (oldest first), the values of the
+    /// chunks read on the way, and the chunk keys no head there names.
+    struct Tail {
+        var heads: [Head] = []
+        var chunks: [Int64: [UInt8]] = [:]
+        var orphanKeys: Set<String> = []
+        var low: Int64 = 0
+    }
+
+    private func withReader<T>(_ body: (KafkaConsumer) throws -> T) throws -> T {
+        try reader.withLock { reader in
+            if reader == nil {
+                var settings = KafkaConfiguration(kafkaProperties.filter { !$0.0.hasPrefix("group.") })
+                settings.set("enable.partition.eof", "true")
+                settings.set("fetch.wait.max.ms", "10")
+                settings.set("fetch.message.max.bytes", String(Self.chunkBytes * 4))
+                reader = try KafkaConsumer(bootstrapServers: brokers, groupID: nil, configuration: settings, logger: logger)
+            }
+            return try body(reader!)
+        }
+    }
+
+    /// Reads the records of `partition` from `start` to `end` (exclusive), passing each to
+    /// `visit` (offset, key, value; a nil value is a tombstone).
+    private func read(_ consumer: KafkaConsumer, partition: Int32, from start: Int64, to end: Int64,
+                      visit: (Int64, String, UnsafeRawBufferPointer?) -> Void) throws {
+        guard start < end else { return }
+        let tp = TopicPartition(topic, partition)
+        try consumer.assign([(tp, start)])
+        defer { try? consumer.assign([]) }
+        let batch = MessageBatch(capacity: 256)
+        defer { batch.release() }
+        let deadline = monotonicSeconds() + 60
+        while true {
+            guard monotonicSeconds() < deadline else {
+                throw WorkerError("reading \(topic)[\(partition)] from \(start) to \(end) took more than 60 s")
+            }
+            let n = try consumer.poll(into: batch, timeoutMs: 200)
+            for i in 0..<n {
+                let message = batch[i]
+                if let error = message.error {
+                    // The end of the partition (compaction leaves gaps below it).
+                    if error.code == KafkaError.partitionEOF { return }
+                    throw error
+                }
+                guard message.offset < end else { return }
+                let key = message.key.map { String(decoding: $0, as: UTF8.self) } ?? ""
+                visit(message.offset, key, message.value.baseAddress == nil ? nil : message.value)
+                if message.offset + 1 >= end { return }
+            }
+        }
+    }
+
+    /// Reads the tail of `partition`, widening the window until it holds a head (or is the
+    /// whole partition).
+    func readTail(partition p: Int32) throws -> Tail {
+        try withReader { consumer in
+            let (low, high) = try consumer.watermarks(TopicPartition(topic, p), timeoutMs: 10_000)
+            var window: Int64 = 64
+            while true {
+                let start = max(low, high - window)
+                var tail = Tail(low: low)
+                var headAt: [String: Int64] = [:]
+                var chunkKeys: [(Int64, String)] = []
+                try read(consumer, partition: p, from: start, to: high) { offset, key, value in
+                    if key.hasPrefix("head/") {
+                        if let value, var head = Head(json: value, offset: offset) {
+                            head.offset = offset
+                            tail.heads.removeAll { $0.nextOffset == head.nextOffset }
+                            tail.heads.append(head)
+                        } else if value == nil {
+                            tail.heads.removeAll { Self.headKey($0.nextOffset) == key }
+                        }
+                        headAt[key] = offset
+                    } else if key.hasPrefix("chunk/"), let value {
+                        tail.chunks[offset] = Array(value)
+                        chunkKeys.append((offset, key))
+                    }
+                }
+                if !tail.heads.isEmpty || start == low {
+                    // Chunks written after the newest head that no head names: a torn write.
+                    let named = Set(tail.heads.flatMap(\.chunks))
+                    let newest = tail.heads.map(\.offset).max() ?? -1
+                    tail.orphanKeys = Set(chunkKeys.filter { $0.0 > newest && !named.contains($0.0) }.map(\.1))
+                    return tail
+                }
+                window *= 8
+            }
+        }
+    }
+
+    /// The checkpoint a head names, read back from its chunks.
+    private func bytes(of head: Head, partition p: Int32, tail: Tail) throws -> [UInt8]? {
+        var chunks: [Int64: [UInt8]] = [:]
+        for offset in head.chunks { if let chunk = tail.chunks[offset] { chunks[offset] = chunk } }
+        let missing = head.chunks.filter { chunks[$0] == nil }
+        if let first = missing.min(), let last = missing.max() {
+            let wanted = Set(missing)
+            try withReader { consumer in
+                try read(consumer, partition: p, from: first, to: last + 1) { offset, key, value in
+                    if wanted.contains(offset), let value { chunks[offset] = Array(value) }
+                }
+            }
+        }
+        guard head.chunks.allSatisfy({ chunks[$0] != nil }) else { return nil }
+        let whole = head.chunks.flatMap { chunks[$0]! }
+        return whole.count == head.bytes ? whole : nil
+    }
+
+    public func restore(topic inputTopic: String, partition: Int32, configuration: EngineConfiguration) throws(CheckpointError) -> RestoredCheckpoint? {
+        let tail: Tail
+        do {
+            tail = try readTail(partition: partition)
+        } catch {
+            throw CheckpointError(path: "\(topic)[\(partition)]", problem: .io("cannot read the checkpoint topic: \(error)"))
+        }
+        known.withLock { $0[partition] = Known(heads: tail.heads.filter { $0.offset >= 0 }, orphanKeys: tail.orphanKeys) }
+        return try Self.restoreNewest(Array(tail.heads.reversed()), topic: inputTopic, partition: partition, logger: logger,
+                                      read: { (head, engine) throws(CheckpointError) in
+                                          try self.read(head, partition: partition, tail: tail, into: engine, configuration: configuration)
+                                      }, configuration: configuration)
+    }
+
+    private func read(_ head: Head, partition: Int32, tail: Tail, into engine: PartitionEngine?,
+                      configuration: EngineConfiguration?) throws(CheckpointError) -> (CheckpointHeader, String) {
+        let location = "\(topic)[\(partition)]@\(head.nextOffset)"
+        let found: [UInt8]?
+        do {
+            found = try bytes(of: head, partition: partition, tail: tail)
+        } catch {
+            throw CheckpointError(path: location, problem: .io("cannot read the checkpoint topic: \(error)"))
+        }
+        guard let found else { throw CheckpointError(path: location, problem: .truncated) }
+        let result: Result<CheckpointHeader, CheckpointError.Problem> = found.withUnsafeBytes { raw in
+            Result { () throws(CheckpointError.Problem) in try CheckpointFile.parse(raw, into: engine, configuration: configuration) }
+        }
+        switch result {
+        case let .success(header): return (header, location)
+        case let .failure(problem): throw CheckpointError(path: location, problem: problem)
+        }
+    }
+
+    public func partitions(topic inputTopic: String) throws(CheckpointError) -> [Int32] {
+        do {
+            guard let count = try producer.partitionCount(topic, timeoutMs: 10_000) else {
+                throw CheckpointError(path: topic, problem: .io("the checkpoint topic does not exist on \(brokers)"))
+            }
+            return try (0..<Int32(count)).filter { p in
+                let (low, high) = try producer.watermarks(TopicPartition(topic, p), timeoutMs: 10_000)
+                return low < high
+            }
+        } catch let error as CheckpointError {
+            throw error
+        } catch {
+            throw CheckpointError(path: topic, problem: .io("cannot read the checkpoint topic: \(error)"))
+        }
+    }
+
+    public func newestHeader(topic inputTopic: String, partition: Int32, warn: (CheckpointError) -> Void) throws(CheckpointError) -> (path: String, header: CheckpointHeader)? {
+        let tail: Tail
+        do {
+            tail = try readTail(partition: partition)
+        } catch {
+            throw CheckpointError(path: "\(topic)[\(partition)]", problem: .io("cannot read the checkpoint topic: \(error)"))
+        }
+        for head in tail.heads.reversed() {
+            do {
+                let (header, location) = try read(head, partition: partition, tail: tail, into: nil, configuration: nil)
+                return (location, header)
+            } catch {
+                guard error.isDamage else { throw error }
+                warn(error)
+            }
+        }
+        return nil
+    }
+}
