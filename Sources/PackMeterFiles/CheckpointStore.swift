@@ -254,19 +254,20 @@ public final class CheckpointDirectory: CheckpointStore {
 }
 
 /// Fault injection for crash tests: `PACKMETER_FAULT_CRASH_CHECKPOINT_WRITE=N` kills the
-/// process (SIGKILL) half-way through writing its N-th checkpoint file. Unset in production.
+/// process (SIGKILL) half-way through writing its N-th checkpoint (file or topic records).
+/// Unset in production.
 public enum FaultInjection {
     nonisolated(unsafe) private static var checkpointWrites = 0
     private static let crashAtWrite: Int? = ProcessInfo.processInfo.environment["PACKMETER_FAULT_CRASH_CHECKPOINT_WRITE"].flatMap(Int.init)
 
     /// Called by the single checkpoint writer thread.
-    static func crashThisCheckpointWrite() -> Bool {
+    public static func crashThisCheckpointWrite() -> Bool {
         guard let crashAtWrite else { return false }
         checkpointWrites += 1
         return checkpointWrites == crashAtWrite
     }
 
-    static func crash() -> Never {
+    public static func crash() -> Never {
         kill(getpid(), SIGKILL)
         _exit(137)
     }

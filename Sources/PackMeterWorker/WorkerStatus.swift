@@ -11,9 +11,13 @@ public struct WorkerStatus: Sendable {
     /// This process's counts: every record it billed, each once, whatever partitions came
     /// and went; they never go backwards.
     public var counters = ProcessingCounters()
-    /// Records billed a second time after a partition was taken away and given back (the
-    /// counts above leave them out).
+    /// Records billed a second time: after a partition was taken away and given back, or
+    /// taken over from a worker that had billed past its checkpoint (the counts above leave
+    /// them out).
     public var recordsRebilled: UInt64 = 0
+    /// Partitions opened (restored and read back) since the process started: on each
+    /// assignment, so also every handover from another worker.
+    public var partitionsOpened = 0
     public var assignedPartitions: [Int32] = []
     /// Partitions opened whose restored positions are not yet the group's committed offsets.
     public var restoredOffsetsToCommit = 0

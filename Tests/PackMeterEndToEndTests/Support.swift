@@ -105,10 +105,36 @@ final class ChildProcess: @unchecked Sendable {
 
 
 
+/// A broker the tests run against: librdkafka's mock cluster, or noida-db.
+protocol TestBroker: AnyObject, Sendable {
+    var bootstrap: String { get }
+    /// What the broker implements of Kafka that the mock does not.
+    var kind: TestBrokerKind { get }
+    func stop()
+}
+
+enum TestBrokerKind: String, Sendable, CustomStringConvertible {
+    /// librdkafka's mock cluster: no compaction, no offsets by time, no static membership.
+    case mock
+    /// noida-db: compaction, offsets by time, CreateTopics.
+    case noida
+
+    var description: String { rawValue }
+
+    /// Starts a broker of this kind with `topics` (`NAME:PARTITIONS`).
+    func start(topics: [String], directory: String) throws -> any TestBroker {
+        switch self {
+        case .mock: try MockBroker(topics: topics, directory: directory)
+        case .noida: try NoidaBroker(topics: topics, directory: directory)
+        }
+    }
+}
+
 /// `packmeter mock-broker` as a separate process, as the tests' broker.
-final class MockBroker: @unchecked Sendable {
+final class MockBroker: TestBroker, @unchecked Sendable {
     let child: ChildProcess
     let bootstrap: String
+    var kind: TestBrokerKind { .mock }
 
     init(topics: [String], directory: String) throws {
         child = try ChildProcess("mock-broker", arguments: ["mock-broker"] + topics.flatMap { ["--topic", $0] }, logDirectory: directory)
@@ -122,6 +148,80 @@ final class MockBroker: @unchecked Sendable {
         child.signal(SIGTERM)
         _ = child.wait(timeout: 10)
     }
+}
+
+/// noida-db's Kafka broker (PyPI, installed by `ops/install-test-broker`, which `ops/test`
+/// runs) as a separate process on a free port with a fresh data directory.
+final class NoidaBroker: TestBroker, @unchecked Sendable {
+    let process = Process()
+    let bootstrap: String
+    var kind: TestBrokerKind { .noida }
+
+    /// The server binary: `PACKMETER_NOIDA_DB`, or where `ops/install-test-broker` puts it.
+    static var binary: String? {
+        if let path = ProcessInfo.processInfo.environment["PACKMETER_NOIDA_DB"], !path.isEmpty { return path }
+        var directory = URL(fileURLWithPath: packmeterBinary).deletingLastPathComponent()
+        while directory.path != "/" && !FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
+            directory = directory.deletingLastPathComponent()
+        }
+        let lib = directory.appendingPathComponent(".build/noida-db/lib").path
+        let python = ((try? FileManager.default.contentsOfDirectory(atPath: lib)) ?? []).first { $0.hasPrefix("python3") }
+        let path = python.map { "\(lib)/\($0)/site-packages/noida_db/noida-db" }
+        return path.flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
+    }
+
+    init(topics: [String], directory: String) throws {
+        guard let binary = Self.binary else {
+            throw TestFailure("noida-db is not installed: run ops/install-test-broker (ops/test does)")
+        }
+        let port = freePort()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["start", "--only", "kafka", "--kafka-port", String(port), "--data-dir", "\(directory)/noida-data"]
+        let log = "\(directory)/noida.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardError = process.standardOutput
+        try process.run()
+        bootstrap = "127.0.0.1:\(port)"
+        let deadline = Date().addingTimeInterval(30)
+        while true {
+            if let fd = connectLoopback(bootstrap) {
+                close(fd)
+                break
+            }
+            guard Date() < deadline, process.isRunning else {
+                throw TestFailure("noida-db did not listen on \(bootstrap): \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+            }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        let producer = try KafkaProducer(bootstrapServers: bootstrap, logger: testLogger)
+        let specs = topics.map { spec in
+            let parts = spec.split(separator: ":")
+            return TopicSpec(String(parts[0]), partitions: Int(parts[1])!)
+        }
+        try producer.createTopics(specs, timeoutMs: 10_000)
+        for spec in specs {
+            while try producer.partitionCount(spec.name, timeoutMs: 5000) != spec.partitions {
+                guard Date() < deadline else { throw TestFailure("noida-db did not create \(spec.name)") }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+}
+
+/// A failure of the tests' own machinery, with what went wrong.
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// A record read back from a topic.
@@ -343,8 +443,14 @@ func expectSameOutputs(_ actual: OutputsByPartition, _ expected: Expected, sourc
 /// Compares every account's balances in the checkpoints of `directory` with the engines.
 func expectSameBalances(checkpointDirectory directory: String, topic: String, expected: Expected,
                         sourceLocation: SourceLocation = #_sourceLocation) throws {
+    try expectSameBalances(store: CheckpointDirectory(directory: directory, logger: testLogger), topic: topic, expected: expected,
+                           sourceLocation: sourceLocation)
+}
+
+/// Compares every account's balances in the checkpoints of `store` with the engines.
+func expectSameBalances(store: any CheckpointStore, topic: String, expected: Expected,
+                        sourceLocation: SourceLocation = #_sourceLocation) throws {
     let configuration = try e2eConfiguration()
-    let store = CheckpointDirectory(directory: directory, logger: testLogger)
     for (p, engine) in expected.engines {
         let restored = try store.restore(topic: topic, partition: p, configuration: configuration)
         guard let restored else {
@@ -373,9 +479,10 @@ let slowFetching = ["--kafka-config", "queued.min.messages=1000"]
 
 /// Arguments of a worker on the test broker, with quick checkpoints and group timeouts, and
 /// an HTTP endpoint on a free port (for `/readyz` and `/metrics`).
+/// `store` replaces `--checkpoint-dir checkpoints` (with `--checkpoint-topic NAME`).
 func workerArguments(_ command: String = "run", brokers: String, checkpoints: String, group: String = "packmeter",
-                     extra: [String] = []) -> [String] {
-    [command, "--brokers", brokers, "--checkpoint-dir", checkpoints, "--checkpoint-interval", "300ms",
+                     extra: [String] = [], store: [String]? = nil) -> [String] {
+    [command, "--brokers", brokers] + (store ?? ["--checkpoint-dir", checkpoints]) + ["--checkpoint-interval", "300ms",
      "--status-interval", "2s", "--group", group, "--http", "127.0.0.1:\(freePort())",
      "--kafka-config", "session.timeout.ms=6000", "--kafka-config", "heartbeat.interval.ms=500"] + extra
 }

@@ -10,13 +10,14 @@ import Synchronization
 /// Kafka Streams keeps a store's changelog.
 ///
 /// A checkpoint is a `CheckpointFile` cut into chunks below the brokers' message size
-/// limit, each a record keyed `chunk/{next offset}/{i}`, followed, once every chunk is
-/// acknowledged, by its head record `head/{next offset}` listing the chunks' offsets. A
-/// checkpoint exists only once its head does: a writer killed half-way leaves chunks no
-/// head names, and the previous checkpoint stays in force. Keys are never reused for other
-/// content, so compaction removes nothing a head still names; once a checkpoint is older
-/// than the newest `keep`, its records get tombstones (null values) and compaction lets
-/// them go. Where the brokers do not compact, retention takes the old ones instead.
+/// limit, each a record keyed `chunk/{next offset}/{write}/{i}` (`write` is random per
+/// write), followed, once every chunk is acknowledged, by its head record
+/// `head/{next offset}` listing the chunks' offsets. A checkpoint exists only once its head
+/// does: a writer killed half-way leaves chunks no head names, and the previous checkpoint
+/// stays in force. A chunk key is never written twice, so compaction removes no chunk a
+/// head still names; once a checkpoint is older than the newest `keep` (or its head was
+/// written again), its records get tombstones (null values) and compaction lets them go.
+/// Where the brokers do not compact, retention takes the old ones instead.
 ///
 /// Restoring reads the partition's tail, widening the window until it holds a head, and
 /// uses the newest head whose chunks read back whole and verify.
@@ -30,7 +31,9 @@ public final class TopicCheckpointStore: CheckpointStore {
     public static let chunkBytes = 512 * 1024
 
     private let producer: KafkaProducer
-    private let producerTopic: ProducerTopic
+    /// Opened on the first write: opening it asks the brokers about the topic, and some
+    /// create a missing topic on that question (with one partition), before `prepare` can.
+    private let producerTopic = Mutex<ProducerTopic?>(nil)
     private let kafkaProperties: [(String, String)]
     /// The reader used by restores (one at a time), made when first needed.
     private let reader = Mutex<KafkaConsumer?>(nil)
@@ -54,6 +57,8 @@ public final class TopicCheckpointStore: CheckpointStore {
     /// What a head record says.
     struct Head: Equatable {
         var nextOffset: Int64
+        /// Tells apart the chunks of two writes of the same offset.
+        var write: String
         /// The chunks' offsets in the partition, in order.
         var chunks: [Int64]
         var bytes: Int
@@ -62,11 +67,15 @@ public final class TopicCheckpointStore: CheckpointStore {
         var offset: Int64 = -1
 
         func json() -> String {
-            "{\"format\":1,\"next_offset\":\(nextOffset),\"bytes\":\(bytes),\"writer\":\"\(writer)\",\"chunks\":[\(chunks.map(String.init).joined(separator: ","))]}"
+            "{\"format\":1,\"next_offset\":\(nextOffset),\"write\":\"\(write)\",\"bytes\":\(bytes),\"writer\":\"\(writer)\",\"chunks\":[\(chunks.map(String.init).joined(separator: ","))]}"
         }
 
-        init(nextOffset: Int64, chunks: [Int64], bytes: Int, writer: String) {
+        /// The keys of its chunks.
+        var chunkKeys: [String] { chunks.indices.map { TopicCheckpointStore.chunkKey(nextOffset, write, $0) } }
+
+        init(nextOffset: Int64, write: String, chunks: [Int64], bytes: Int, writer: String) {
             self.nextOffset = nextOffset
+            self.write = write
             self.chunks = chunks
             self.bytes = bytes
             self.writer = writer
@@ -75,14 +84,14 @@ public final class TopicCheckpointStore: CheckpointStore {
         init?(json bytes: UnsafeRawBufferPointer, offset: Int64) {
             guard let value = try? JSONValue.parse(String(decoding: bytes, as: UTF8.self)), value["format"]?.intValue == 1,
                   let next = value["next_offset"]?.intValue, let size = value["bytes"]?.intValue,
-                  let chunks = value["chunks"]?.arrayValue?.compactMap(\.intValue)
+                  let write = value["write"]?.stringValue, let chunks = value["chunks"]?.arrayValue?.compactMap(\.intValue)
             else { return nil }
-            self.init(nextOffset: next, chunks: chunks, bytes: Int(size), writer: value["writer"]?.stringValue ?? "")
+            self.init(nextOffset: next, write: write, chunks: chunks, bytes: Int(size), writer: value["writer"]?.stringValue ?? "")
             self.offset = offset
         }
     }
 
-    static func chunkKey(_ nextOffset: Int64, _ index: Int) -> String { "chunk/\(padded(nextOffset))/\(index)" }
+    static func chunkKey(_ nextOffset: Int64, _ write: String, _ index: Int) -> String { "chunk/\(padded(nextOffset))/\(write)/\(index)" }
     static func headKey(_ nextOffset: Int64) -> String { "head/\(padded(nextOffset))" }
 
     private static func padded(_ offset: Int64) -> String {
@@ -105,7 +114,6 @@ public final class TopicCheckpointStore: CheckpointStore {
         settings.set("linger.ms", "0")
         settings.set("message.max.bytes", String(Self.chunkBytes + 64 * 1024))
         producer = try KafkaProducer(bootstrapServers: brokers, configuration: settings, logger: logger)
-        producerTopic = try producer.topic(topic)
         producer.onDeliveries = { [delivered] reports in
             delivered.offsets.withLock { offsets in
                 for report in reports where report.errorCode == 0 { offsets[report.tag] = report.offset }
@@ -170,14 +178,17 @@ public final class TopicCheckpointStore: CheckpointStore {
         let location = "\(topic)[\(p)]@\(header.nextOffset)"
         do {
             let chunkCount = max(1, (file.count + Self.chunkBytes - 1) / Self.chunkBytes)
+            let write = String(UInt64.random(in: 1...UInt64.max), radix: 36)
             var records: [(key: String, range: Range<Int>)] = []
             for i in 0..<chunkCount {
-                records.append((Self.chunkKey(header.nextOffset, i), i * Self.chunkBytes..<min(file.count, (i + 1) * Self.chunkBytes)))
+                records.append((Self.chunkKey(header.nextOffset, write, i), i * Self.chunkBytes..<min(file.count, (i + 1) * Self.chunkBytes)))
             }
-            let offsets = try file.bytes.withUnsafeBytes { raw throws(KafkaError) in
-                try produceAndWait(records.map { ($0.key, UnsafeRawBufferPointer(rebasing: raw[$0.range])) }, partition: p)
-            }
-            var head = Head(nextOffset: header.nextOffset, chunks: offsets, bytes: file.count, writer: writerName.withLock { $0 })
+            let raw = file.bytes
+            let offsets = try produceAndWait(records.map { ($0.key, UnsafeRawBufferPointer(rebasing: raw[$0.range])) }, partition: p)
+            // A crash test's torn write: the chunks are in the topic, their head is not.
+            if FaultInjection.crashThisCheckpointWrite() { FaultInjection.crash() }
+            var head = Head(nextOffset: header.nextOffset, write: write, chunks: offsets, bytes: file.count,
+                            writer: writerName.withLock { $0 })
             let headOffsets = try Array(head.json().utf8).withUnsafeBytes { raw throws(KafkaError) in
                 try produceAndWait([(Self.headKey(header.nextOffset), raw)], partition: p)
             }
@@ -194,6 +205,10 @@ public final class TopicCheckpointStore: CheckpointStore {
     private func produceAndWait(_ records: [(String, UnsafeRawBufferPointer?)], partition: Int32) throws(KafkaError) -> [Int64] {
         guard !records.isEmpty else { return [] }
         delivered.offsets.withLock { $0.removeAll(keepingCapacity: true) }
+        let producerTopic = try self.producerTopic.withLock { handle throws(KafkaError) in
+            if handle == nil { handle = try producer.topic(topic) }
+            return handle!
+        }
         for (i, (key, value)) in records.enumerated() {
             let keyBytes = Array(key.utf8)
             let result = keyBytes.withUnsafeBytes { raw in
@@ -213,10 +228,12 @@ public final class TopicCheckpointStore: CheckpointStore {
     }
 
     /// Notes `head` as the partition's newest checkpoint, and tombstones the records of
-    /// checkpoints beyond the newest `keep` and of torn writes.
+    /// checkpoints beyond the newest `keep`, of one whose head `head` replaced, and of torn
+    /// writes.
     private func prune(partition p: Int32, adding head: Head) throws(KafkaError) {
-        let (expired, orphans) = known.withLock { all -> ([Head], Set<String>) in
+        let (expired, replaced, orphans) = known.withLock { all -> ([Head], [Head], Set<String>) in
             var entry = all[p] ?? Known()
+            let replaced = entry.heads.filter { $0.nextOffset == head.nextOffset && $0.write != head.write }
             entry.heads.removeAll { $0.nextOffset == head.nextOffset }
             entry.heads.append(head)
             let expired = Array(entry.heads.dropLast(keep))
@@ -224,12 +241,10 @@ public final class TopicCheckpointStore: CheckpointStore {
             let orphans = entry.orphanKeys
             entry.orphanKeys = []
             all[p] = entry
-            return (expired, orphans)
+            return (expired, replaced, orphans)
         }
-        var keys = Array(orphans)
-        for old in expired {
-            keys += (0..<old.chunks.count).map { Self.chunkKey(old.nextOffset, $0) } + [Self.headKey(old.nextOffset)]
-        }
+        var keys = Array(orphans) + replaced.flatMap(\.chunkKeys)
+        for old in expired { keys += old.chunkKeys + [Self.headKey(old.nextOffset)] }
         _ = try produceAndWait(keys.map { ($0, nil) }, partition: p)
     }
 

@@ -28,8 +28,10 @@ enum Metrics {
         out.metric("overage_records_total", "counter", "Overage records billed.", [("", c.overageRecords)])
         out.metric("notices_total", "counter", "Notices written, by kind.",
                    Notice.Kind.allCases.map { ("kind=\"\($0.name)\"", c[notice: $0]) })
-        out.metric("records_rebilled_total", "counter", "Records billed again after a partition came back to this process (not in records_total).",
+        out.metric("records_rebilled_total", "counter", "Records billed again after a partition came back to this process or was taken over from a worker that had billed past its checkpoint (not in records_total).",
                    [("", s.recordsRebilled)])
+        out.metric("partitions_opened_total", "counter", "Partitions opened (restored and read back): one per partition per assignment, so per handover.",
+                   [("", UInt64(s.partitionsOpened))])
         out.metric("outputs_suppressed_total", "counter", "Outputs not produced again because they were already written.",
                    [("", s.outputsSuppressed)])
         out.metric("records_lost_to_retention_total", "counter", "Input records deleted by the broker before they were billed.",

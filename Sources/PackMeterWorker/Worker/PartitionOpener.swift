@@ -34,10 +34,14 @@ struct PartitionOpener {
             // What the checkpoint knew to be written past its end offsets, and what was
             // written after them.
             shard.written = Array(Set((header?.alreadyWritten ?? []) + (found.written[shard.partition] ?? []))).sorted()
+            // The newest output already written shows how far the partition was billed before
+            // (by this worker or another): the records up to it are billed again.
+            let billedBefore = (shard.written.last?.offset).map { $0 + 1 } ?? -1
             if !shard.written.isEmpty {
-                logger.info("\(options.inputTopic)[\(shard.partition)]: \(shard.written.count) outputs past the checkpoint are already written and will not be emitted again")
+                logger.info("\(options.inputTopic)[\(shard.partition)]: \(shard.written.count) outputs past the checkpoint are already written and will not be emitted again; \(billedBefore - shard.nextOffset) records from \(shard.nextOffset) are billed again")
             }
-            shards.insert(shard)
+            shards.insert(shard, billedBefore: billedBefore)
+            status.status.partitionsOpened += 1
         }
         status.status.phase = .running
     }

@@ -42,9 +42,11 @@ final class ShardSet {
         return ShardGeneration(rawValue: lastGeneration)
     }
 
-    func insert(_ shard: Shard) {
+    /// Adds an opened shard. `billedBefore`: the offset below which some worker (maybe
+    /// another) is known to have billed the partition already, from the outputs it wrote.
+    func insert(_ shard: Shard, billedBefore: Int64 = -1) {
         owner.check()
-        shard.recountBelow = countedThrough[shard.partition] ?? -1
+        shard.recountBelow = max(countedThrough[shard.partition] ?? -1, billedBefore)
         shard.evictionsAtOpen = shard.processor.engine.dedupeEvictions
         shards[shard.partition] = shard
     }

@@ -102,6 +102,7 @@ final class StatusPublisher {
             "overage_calls": "\(status.counters.callsOverage)",
             "dead_letters": "\(status.counters.rejectedTotal)",
             "checkpoint_stall_ms": "\(Int(status.lastCheckpointStallMs))",
+            "rebilled": "\(status.recordsRebilled)",
             "fetch_wakeups": "\(status.fetchWakeups)",
             "producer_queue_full": "\(status.producerQueueFull)",
         ])
