@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         // The HTTP server: many connections on one event loop, with timeouts and a bound.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        // The hop between workers of a group: a balance query passed to the account's owner.
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // Prefetch hints and huge-page table allocation for the engine's hot tables; the
@@ -67,6 +69,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         // The command line: parses arguments and wires the targets together.

@@ -31,6 +31,9 @@ public struct WorkerOptions: Sendable {
     public var instanceID: String?
     /// The URL other workers of the group reach this one's HTTP endpoint at.
     public var httpAdvertise: String?
+    /// Where the workers of the group announce their partitions and URLs (with
+    /// `httpAdvertise`); nil: `{group}.members`.
+    public var membersTopic: String?
     public var checkpointIntervalMs: Int64 = 5000
     public var keepCheckpoints = 3
     public var engine: EngineConfiguration

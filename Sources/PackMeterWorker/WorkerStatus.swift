@@ -19,6 +19,8 @@ public struct WorkerStatus: Sendable {
     /// assignment, so also every handover from another worker.
     public var partitionsOpened = 0
     public var assignedPartitions: [Int32] = []
+    /// The input topic's partition count, once known.
+    public var inputPartitions = 0
     /// Partitions opened whose restored positions are not yet the group's committed offsets.
     public var restoredOffsetsToCommit = 0
     /// Per partition: next offset to read and the partition's end as last seen.

@@ -39,6 +39,9 @@ struct WorkerFlags: ParsableArguments {
     @Option(name: .customLong("http-advertise"), help: ArgumentHelp("The URL other workers of the group reach this worker's --http at (run), so that any of them answers for any account.", valueName: "url"))
     var httpAdvertise: String?
 
+    @Option(name: .customLong("members-topic"), help: ArgumentHelp("Where the workers of the group announce their partitions and --http-advertise URLs (default: GROUP.members; created compacted if missing).", valueName: "topic"))
+    var membersTopic: String?
+
     @Option(name: .customLong("checkpoint-interval"), help: ArgumentHelp("How often to checkpoint (and then commit offsets).", valueName: "duration"))
     var checkpointInterval = "5s"
 
@@ -66,7 +69,7 @@ struct WorkerFlags: ParsableArguments {
     @OptionGroup var engine: EngineOptions
 
     static let environmentFlags = ["brokers", "input", "output", "dlq", "notices", "group", "checkpoint-dir", "checkpoint-topic",
-                                   "instance-id", "http-advertise", "checkpoint-interval",
+                                   "instance-id", "http-advertise", "members-topic", "checkpoint-interval",
                                    "keep-checkpoints", "max-future-skew", "http", "status-interval", "startup-timeout",
                                    "log-level", "kafka-config"] + EngineOptions.environmentFlags
 
@@ -117,6 +120,10 @@ struct WorkerFlags: ParsableArguments {
             }
             options.httpAdvertise = httpAdvertise.hasSuffix("/") ? String(httpAdvertise.dropLast()) : httpAdvertise
         }
+        if let membersTopic {
+            guard !membersTopic.isEmpty else { throw ConfigurationError("--members-topic must name a topic") }
+            options.membersTopic = membersTopic
+        }
         options.checkpointIntervalMs = try duration(checkpointInterval, "checkpoint-interval")
         guard keepCheckpoints >= 1 else { throw ConfigurationError("--keep-checkpoints must be at least 1") }
         options.keepCheckpoints = keepCheckpoints
@@ -140,6 +147,7 @@ struct WorkerFlags: ParsableArguments {
             throw ConfigurationError("--kafka-config: \(error.message)")
         }
         let topics = [input, output, dlq] + (notices.isEmpty ? [] : [notices]) + (checkpointTopic.map { [$0] } ?? [])
+            + (httpAdvertise == nil ? [] : [options.membersTopic ?? "\(group).members"])
         guard Set(topics).count == topics.count else {
             throw ConfigurationError("--input, --output, --dlq, --notices and --checkpoint-topic must be different topics")
         }

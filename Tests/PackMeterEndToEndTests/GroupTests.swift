@@ -5,6 +5,7 @@ import PackMeterFiles
 import PackMeterKafka
 import PackMeterWorker
 import PackMeterWorkload
+import HTTPTestClient
 
 /// docs/contract.md, "Checkpoints in Kafka" and "A group of workers": checkpoints held in a
 /// compacted topic, and workers on separate machines (separate local directories) that
@@ -31,11 +32,15 @@ struct GroupTests {
     }
 
     /// A worker keeping its checkpoints in the topic; its own directory holds only its log.
-    static func worker(_ name: String, broker: any TestBroker, dir: String, instance: String? = nil,
+    /// With `advertise`, the worker tells the group its HTTP address (`--http-advertise`).
+    static func worker(_ name: String, broker: any TestBroker, dir: String, instance: String? = nil, advertise: Bool = false,
                        environment: [String: String] = [:], extra: [String] = []) throws -> ChildProcess {
-        let arguments = workerArguments(brokers: broker.bootstrap, checkpoints: "", extra: extra,
+        var arguments = workerArguments(brokers: broker.bootstrap, checkpoints: "", extra: extra,
                                         store: ["--checkpoint-topic", checkpointTopic])
             + (instance.map { ["--instance-id", $0] } ?? [])
+        if advertise, let http = arguments.firstIndex(of: "--http") {
+            arguments += ["--http-advertise", "http://\(arguments[http + 1])"]
+        }
         let worker = try ChildProcess(name, arguments: arguments, logDirectory: dir, environment: environment)
         try worker.start()
         return worker
@@ -206,5 +211,61 @@ struct GroupTests {
         }
         for worker in workers { worker.signal(SIGTERM) }
         for worker in workers { #expect(worker.wait() == 0, "\(worker.log.suffix(2000))") }
+    }
+
+    /// Any worker of the group answers for any account: the owner of the account's
+    /// partition serves it, through the worker asked. While a partition has no owner that
+    /// answers (its owner was killed and the group has not moved it yet), a query for an
+    /// account the others do not know is 503 with `Retry-After`, then 200 once another
+    /// worker has taken the partition over.
+    @Test func anyWorkerAnswersAnyAccount() throws {
+        let dir = temporaryDirectory("any-worker")
+        let broker = try TestBrokerKind.mock.start(topics: Self.topics(for: .mock), directory: dir)
+        defer { broker.stop() }
+        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 20_000, seed: 81, accounts: 300)
+        let expected = try Expected(input: try readTopic(brokers: broker.bootstrap, topic: "ocr.usage"), topic: "ocr.usage")
+        let workers = try ["first", "second"].map { try Self.worker($0, broker: broker, dir: dir, advertise: true) }
+        // Both own partitions, and have billed the whole log.
+        let deadline = Date().addingTimeInterval(90)
+        while workers.contains(where: { ($0.metric("packmeter_assigned_partitions") ?? 0) == 0 }) && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(try waitUntilCommitted(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage"))
+        #expect(workers.allSatisfy { $0.waitUntilReady() }, "\(workers.map { $0.log.suffix(1500) })")
+
+        // An account of each partition: every worker answers with its balances.
+        var ofSecond: String?
+        for (_, engine) in expected.engines.sorted(by: { $0.key < $1.key }) {
+            let account = engine.accountsWithState()[0]
+            let name = engine.name(of: account)
+            let want = engine.balances(of: account).json(calendar: engine.calendar)
+            for worker in workers {
+                let got = worker.get("/v1/accounts/\(name)/balances")
+                #expect(got?.status == 200 && got?.body.trimmingCharacters(in: .whitespacesAndNewlines) == want,
+                        "\(worker.name) on \(name): \(String(describing: got))")
+            }
+            // Which worker owns it: the one that knows it without asking the other.
+            let local = httpExchange(address: workers[1].httpAddress!, sending: Array(
+                "GET /v1/accounts/\(name)/balances HTTP/1.1\r\nHost: x\r\nX-Packmeter-Forwarded: 1\r\nConnection: close\r\n\r\n".utf8))
+            if local.flatMap(parseReply)?.status == 200 { ofSecond = name }
+        }
+        for worker in workers { #expect(worker.get("/v1/accounts/nobody/balances")?.status == 404) }
+
+        // The second dies; until its partitions move, the first cannot answer for them.
+        let account = try #require(ofSecond)
+        workers[1].signal(SIGKILL)
+        _ = workers[1].wait()
+        let reply = httpRequest(address: workers[0].httpAddress!, path: "/v1/accounts/\(account)/balances", timeout: 5)
+        #expect(reply?.status == 503 && reply?.headers["retry-after"] != nil,
+                "\(String(describing: reply))")
+        let moved = Date().addingTimeInterval(60)
+        var status = reply?.status
+        while status != 200 && Date() < moved {
+            Thread.sleep(forTimeInterval: 0.5)
+            status = workers[0].get("/v1/accounts/\(account)/balances")?.status
+        }
+        #expect(status == 200, "\(workers[0].log.suffix(2000))")
+        workers[0].signal(SIGTERM)
+        #expect(workers[0].wait() == 0)
     }
 }

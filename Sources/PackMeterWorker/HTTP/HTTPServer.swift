@@ -12,6 +12,8 @@ import ServiceLifecycle
 struct HTTPRequest: Sendable {
     var path: String
     var query: [String: String]
+    /// Passed on by another worker of the group (`WorkerAPI.forwardedHeader`).
+    var isForwarded = false
 }
 
 /// A response: status, content type and body (HEAD gets the head only).
@@ -233,7 +235,8 @@ private final class HTTPRequestHandler: ChannelInboundHandler {
                 query[key] = kv.count > 1 ? (String(kv[1]).removingPercentEncoding ?? String(kv[1])) : ""
             }
         }
-        return HTTPRequest(path: String(parts.first ?? ""), query: query)
+        return HTTPRequest(path: String(parts.first ?? ""), query: query,
+                           isForwarded: head.headers.contains(name: WorkerAPI.forwardedHeader))
     }
 }
 

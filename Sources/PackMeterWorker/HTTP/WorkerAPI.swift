@@ -1,4 +1,6 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import NIOHTTP1
 import PackMeterCore
 import Logging
@@ -10,6 +12,12 @@ import ServiceLifecycle
 /// wait for the worker thread; balances are answered by it between batches.
 struct WorkerAPI: HTTPRoutes {
     let worker: StreamingWorker
+
+    /// Marks a balance query one worker passes to another: answered from the receiver's own
+    /// partitions, never passed on again.
+    static let forwardedHeader = "X-Packmeter-Forwarded"
+    /// How long a worker waits for the others' answers to a query it passed on.
+    static let forwardTimeout = TimeAmount.seconds(2)
 
     static let paths = "/v1/accounts/{account}/balances, /metrics, /healthz, /readyz"
 
@@ -71,12 +79,66 @@ struct WorkerAPI: HTTPRoutes {
             return
         }
         let calendar = worker.options.engine.calendar
+        let (worker, path) = (self.worker, request.path + (request.query["month"].map { "?month=\($0)" } ?? ""))
+        let forwarded = request.isForwarded
         worker.balances(account: account, month: month) { balances in
-            guard let balances else {
+            if let balances {
+                answer(.json(balances.json(calendar: calendar)))
+            } else if !forwarded, let members = worker.members.withLock({ $0 }) {
+                Task { answer(await Self.askTheGroup(path: path, account: account, worker: worker, members: members)) }
+            } else {
                 answer(.error(.notFound, code: "account_not_found", "account '\(account)' has no state on this worker's partitions"))
-                return
             }
-            answer(.json(balances.json(calendar: calendar)))
+        }
+    }
+
+    /// Passes a balance query this worker's partitions cannot answer to the other workers of
+    /// the group, all at once, and relays the first that knows the account. When none does:
+    /// 404 if every input partition has an owner that answered, else 503 with
+    /// `Retry-After` (a rebalance is under way, or an owner did not answer).
+    static func askTheGroup(path: String, account: String, worker: StreamingWorker, members: MemberDirectory) async -> HTTPResponse {
+        let status = worker.currentStatus
+        let peers = members.peers(nowMs: wallClockMs())
+        var covered = Set(status.assignedPartitions)
+        let found = await withTaskGroup(of: (MemberDirectory.Member, HTTPResponse?).self) { group -> HTTPResponse? in
+            for peer in peers where !peer.partitions.isEmpty {
+                group.addTask { (peer, await ask(peer, path: path)) }
+            }
+            for await (peer, response) in group {
+                guard let response else { continue }
+                if response.status == .ok {
+                    group.cancelAll()
+                    return response
+                }
+                if response.status == .notFound { covered.formUnion(peer.partitions) }
+            }
+            return nil
+        }
+        if let found { return found }
+        let unowned = (0..<Int32(status.inputPartitions)).filter { !covered.contains($0) }
+        guard unowned.isEmpty else {
+            return .error(.serviceUnavailable, code: "partition_unowned",
+                          "account '\(account)' is not on this worker's partitions, and partitions \(unowned) have no owner that answers (a rebalance in progress?); try again",
+                          headers: [("Retry-After", "1")])
+        }
+        return .error(.notFound, code: "account_not_found", "account '\(account)' has no state on any partition of the group")
+    }
+
+    /// One worker's answer to a passed-on query: 200 with the balances, 404, or nil when it
+    /// did not answer in time or answered something else.
+    private static func ask(_ peer: MemberDirectory.Member, path: String) async -> HTTPResponse? {
+        var request = HTTPClientRequest(url: peer.url + path)
+        request.headers.add(name: forwardedHeader, value: "1")
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: forwardTimeout)
+            let body = try await response.body.collect(upTo: 1 << 20)
+            switch response.status {
+            case .ok: return .json(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines))
+            case .notFound: return .error(.notFound, code: "account_not_found", "")
+            default: return nil
+            }
+        } catch {
+            return nil
         }
     }
 }

@@ -14,18 +14,19 @@ import Synchronization
 /// in the ledger until the outputs of the records it covers are acknowledged, is encoded and
 /// written on a background queue, and once durable its offset is committed to the group.
 ///
-/// Commits are checked, not trusted: every interval the group's committed offsets of the
-/// owned partitions are read back, and any that differ from what the durable checkpoints
+/// Commits are sent without waiting, and checked rather than trusted: the group's
+/// committed offsets are read back (`CommitAuditor`) every interval, and every half second
+/// while a commit is unconfirmed, and any that differ from what the durable checkpoints
 /// cover (a commit lost to a rebalance, a generation that moved on) are committed again.
 /// So once input stops, the committed offsets reach the partitions' ends within two
-/// intervals, whatever happened before.
+/// intervals, whatever happened before, and billing never waits for the coordinator but
+/// on revocation and at shutdown.
 final class Checkpointer {
     /// The consumer group's offsets; nil where there is no group (replay).
     struct GroupOffsets {
-        /// Commits offsets, waiting for the coordinator.
-        var commit: (_ offsets: [(TopicPartition, Int64)]) throws(KafkaError) -> Void
-        /// The offsets committed, as the coordinator has them.
-        var committed: (_ partitions: [TopicPartition]) throws(KafkaError) -> [TopicPartition: Int64]
+        /// Commits offsets; with `wait`, returns once the coordinator has them.
+        var commit: (_ offsets: [(TopicPartition, Int64)], _ wait: Bool) throws(KafkaError) -> Void
+        var auditor: CommitAuditor
     }
 
     static let slots = 8
@@ -44,15 +45,16 @@ final class Checkpointer {
 
     private var slot = 0
     private var nextSlotAt: Double
-    /// Partitions whose checkpointed offset is still to be committed, and when a failed
-    /// commit of them is tried again. Opened partitions are among them: a worker may have
-    /// died between writing a checkpoint and committing it, or the newest checkpoint may
-    /// have been found damaged.
+    /// Partitions whose checkpointed offset is still to be committed. Opened partitions are
+    /// among them: a worker may have died between writing a checkpoint and committing it,
+    /// or the newest checkpoint may have been found damaged.
     private var uncommitted: Set<Int32> = []
-    private var nextCommitAt = 0.0
+    /// Commits sent and not yet seen in the group's committed offsets.
+    private var unconfirmed: [Int32: Int64] = [:]
     /// When the committed offsets are next read back and compared.
     private var nextAuditAt: Double
-    /// Partitions opened whose offsets were not committed yet (readiness waits for them).
+    /// Partitions opened whose offsets are not confirmed committed yet (readiness waits
+    /// for them).
     private var opening: Set<Int32> = []
 
     /// The outcome of one background write.
@@ -101,7 +103,6 @@ final class Checkpointer {
         owner.check()
         uncommitted.formUnion(partitions)
         opening.formUnion(partitions)
-        nextCommitAt = 0
         status.status.restoredOffsetsToCommit = opening.count
     }
 
@@ -111,8 +112,9 @@ final class Checkpointer {
         owner.check()
         writeCheckpointsPastBarriers()
         try takeFinishedWrites()
-        if !uncommitted.isEmpty && now >= nextCommitAt { commitCheckpointed() }
-        if now >= nextAuditAt { auditCommits(now: now) }
+        if !uncommitted.isEmpty { commitCheckpointed(wait: false) }
+        takeAudit()
+        if now >= nextAuditAt { startAudit(now: now) }
         guard now >= nextSlotAt else { return }
         let due = slot
         startCheckpoints(shards.all.filter { Int($0.partition) % Self.slots == due })
@@ -136,7 +138,7 @@ final class Checkpointer {
         writeCheckpointsPastBarriers()
         writerQueue.sync {}
         try takeFinishedWrites()
-        if waitForCommit { commitCheckpointed() }
+        if waitForCommit { commitCheckpointed(wait: true) }
     }
 
     /// Copies the engines of `candidates` that advanced and raises a barrier behind every
@@ -206,47 +208,53 @@ final class Checkpointer {
     }
 
     /// Commits the offsets the owned partitions' durable checkpoints cover (0 without one),
-    /// also backwards, waiting for the coordinator: until then the group may show offsets
-    /// no usable checkpoint covers, and anyone reading the lag would take unfinished work
-    /// for done. A failed commit only delays that (positions come from checkpoints), and is
-    /// tried again a second later.
-    private func commitCheckpointed() {
+    /// also backwards: until then the group may show offsets no usable checkpoint covers,
+    /// and anyone reading the lag would take unfinished work for done. Without `wait` the
+    /// commit is sent and the audit confirms it; a lost one is sent again.
+    private func commitCheckpointed(wait: Bool) {
         defer { status.status.restoredOffsetsToCommit = opening.count }
         uncommitted = uncommitted.filter { shards[$0] != nil }
         opening = opening.filter { shards[$0] != nil }
         let commits = uncommitted.sorted().map { p in (TopicPartition(options.inputTopic, p), max(0, shards[p]!.checkpointedOffset)) }
         guard let group, !commits.isEmpty else {
             uncommitted.removeAll()
-            opening.removeAll()
+            if group == nil { opening.removeAll() }
             return
         }
         do {
-            try group.commit(commits)
+            try group.commit(commits, wait)
             uncommitted.removeAll()
-            if !opening.isEmpty {
-                logger.info("group offsets set to the restored positions: \(commits.filter { opening.contains($0.0.partition) }.map { "\($0.0.partition):\($0.1)" }.joined(separator: " "))")
-                opening.removeAll()
-            }
+            for (tp, offset) in commits { unconfirmed[tp.partition] = offset }
+            if wait { opening.subtract(commits.map(\.0.partition)) }
+            nextAuditAt = min(nextAuditAt, monotonicSeconds() + 0.5)
         } catch {
-            nextCommitAt = monotonicSeconds() + 1
             logger.warning("could not commit offsets (trying again): \(error)")
         }
     }
 
-    /// Reads the group's committed offsets of the owned partitions back and marks those
-    /// that differ from their durable checkpoints to be committed again.
-    private func auditCommits(now: Double) {
-        nextAuditAt = now + Double(options.checkpointIntervalMs) / 1000
-        guard let group else { return }
-        let owned = shards.all.filter { !$0.writeInFlight && !uncommitted.contains($0.partition) }
-        guard !owned.isEmpty else { return }
-        do {
-            let committed = try group.committed(owned.map { TopicPartition(options.inputTopic, $0.partition) })
-            for shard in owned where committed[TopicPartition(options.inputTopic, shard.partition)] != max(0, shard.checkpointedOffset) {
-                uncommitted.insert(shard.partition)
-            }
-        } catch {
-            logger.warning("could not read the group's committed offsets: \(error)")
+    /// Asks the auditor to read the committed offsets of the owned partitions back: every
+    /// interval, or half a second after a commit while any is unconfirmed.
+    private func startAudit(now: Double) {
+        guard let group, !group.auditor.isBusy else { return }
+        var expected: [Int32: Int64] = [:]
+        for shard in shards.all where !shard.writeInFlight && !uncommitted.contains(shard.partition) {
+            expected[shard.partition] = max(0, shard.checkpointedOffset)
         }
+        group.auditor.check(expected)
+        let quickly = !unconfirmed.isEmpty || !opening.isEmpty
+        nextAuditAt = now + (quickly ? 0.5 : Double(options.checkpointIntervalMs) / 1000)
+    }
+
+    /// Takes in what the auditor found: matching commits are confirmed, differing ones are
+    /// made again (if the partition's checkpoint did not move meanwhile, the next audit
+    /// looks again).
+    private func takeAudit() {
+        guard let finding = group?.auditor.take() else { return }
+        for (p, offset) in finding.matching where shards[p].map({ max(0, $0.checkpointedOffset) }) == offset {
+            unconfirmed.removeValue(forKey: p)
+            opening.remove(p)
+        }
+        for p in finding.differing where shards[p] != nil { uncommitted.insert(p) }
+        status.status.restoredOffsetsToCommit = opening.count
     }
 }

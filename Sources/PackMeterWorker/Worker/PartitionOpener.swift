@@ -19,6 +19,7 @@ struct PartitionOpener {
     /// without a checkpoint), never the logical "beginning", which librdkafka resolves with a
     /// request that can wait behind another partition's long-poll fetch.
     func open(_ partitions: [Int32]) throws {
+        guard !partitions.isEmpty else { return }
         status.status.phase = .recovering
         status.publish()
         // Our own outputs still in flight (of partitions we lost or gave up) must be in the

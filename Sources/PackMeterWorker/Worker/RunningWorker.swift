@@ -22,8 +22,11 @@ final class RunningWorker {
     private let opener: PartitionOpener
     private let checkpointer: Checkpointer
     private let brokerWatch: BrokerWatch
+    private let members: MemberDirectory?
 
-    init(worker: StreamingWorker, store: any CheckpointStore, inputPartitionCount: Int, status: StatusPublisher) throws {
+    init(worker: StreamingWorker, store: any CheckpointStore, inputPartitionCount: Int, status: StatusPublisher,
+         members: MemberDirectory?) throws {
+        self.members = members
         let options = worker.options
         let logger = worker.logger
         self.worker = worker
@@ -135,6 +138,7 @@ final class RunningWorker {
 
     /// The group's rebalance events, served inside `poll` on the worker thread.
     func rebalance(_ event: KafkaConsumer.RebalanceEvent) throws -> [TopicPartition: Int64] {
+        defer { members?.announce(shards.partitions) }
         switch event {
         case let .assigned(tps):
             let mine = tps.filter { $0.topic == options.inputTopic }.map(\.partition)

@@ -37,6 +37,8 @@ public final class StreamingWorker: @unchecked Sendable {
     private let queries = Mutex<[BalanceQuery]>([])
     /// Ends the worker thread's wait for records (set while the worker runs).
     let wakeUp = Mutex<(@Sendable () -> Void)?>(nil)
+    /// The group's directory of members (live, with `--http-advertise`), while running.
+    let members = Mutex<MemberDirectory?>(nil)
 
     /// The busiest accounts when the worker stopped, for the demo's summary.
     public internal(set) var finalReport: [AccountReport] = []
@@ -102,13 +104,38 @@ public final class StreamingWorker: @unchecked Sendable {
                 return
             }
             if let topicStore = store as? TopicCheckpointStore { try topicStore.prepare(inputPartitions: partitionCount) }
-            let running = try RunningWorker(worker: self, store: store, inputPartitionCount: partitionCount, status: status)
+            let directory = try openMemberDirectory()
+            defer {
+                members.withLock { $0 = nil }
+                directory?.stop()
+            }
+            status.status.inputPartitions = partitionCount
+            let running = try RunningWorker(worker: self, store: store, inputPartitionCount: partitionCount, status: status,
+                                            members: directory)
             try running.run()
         } catch {
             status.status.phase = WorkerStatus.Phase.stopped
             status.publish()
             throw error
         }
+    }
+
+    /// Starts announcing this worker to the group and reading the others' announcements,
+    /// where it advertises an HTTP endpoint.
+    private func openMemberDirectory() throws -> MemberDirectory? {
+        guard options.mode == .live, let url = options.httpAdvertise else { return nil }
+        let topic = options.membersTopic ?? "\(options.group).members"
+        let directory: MemberDirectory
+        do {
+            directory = try MemberDirectory(brokers: options.brokers, topic: topic, group: options.group, url: url,
+                                            kafkaProperties: options.kafkaProperties, logger: logger)
+        } catch {
+            throw WorkerError("cannot open the members topic '\(topic)': \(error)")
+        }
+        directory.start()
+        members.withLock { $0 = directory }
+        logger.info("advertising \(url) to the group on '\(topic)'")
+        return directory
     }
 
     // MARK: - Balance queries

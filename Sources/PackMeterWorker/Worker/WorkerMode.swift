@@ -23,6 +23,7 @@ protocol WorkerMode: AnyObject {
 /// with rebalances, which the running worker answers.
 final class LiveMode: WorkerMode {
     let consumer: KafkaConsumer
+    private let auditor: CommitAuditor
     private let relay: RebalanceRelay
     private let options: WorkerOptions
     private let logger: Logger
@@ -47,6 +48,8 @@ final class LiveMode: WorkerMode {
         for (name, value) in configuration.properties { settings.set(name, value) }
         consumer = try KafkaConsumer(bootstrapServers: options.brokers, groupID: options.group, configuration: settings,
                                      logger: logger) { event in try relay.handle(event) }
+        auditor = try CommitAuditor(brokers: options.brokers, group: options.group, topic: options.inputTopic,
+                                    kafkaProperties: configuration.properties, logger: logger)
     }
 
     /// The group settings for billing (docs/operations.md explains them; `--kafka-config`
@@ -63,8 +66,8 @@ final class LiveMode: WorkerMode {
 
     var group: Checkpointer.GroupOffsets? {
         Checkpointer.GroupOffsets(
-            commit: { [consumer] offsets throws(KafkaError) in try consumer.commit(offsets, wait: true) },
-            committed: { [consumer] partitions throws(KafkaError) in try consumer.committed(partitions, timeoutMs: 5000) })
+            commit: { [consumer] offsets, wait throws(KafkaError) in try consumer.commit(offsets, wait: wait) },
+            auditor: auditor)
     }
 
     func start(_ running: RunningWorker) throws {
@@ -77,7 +80,10 @@ final class LiveMode: WorkerMode {
 
     func loopEnded(shards: ShardSet) {}
 
-    func leave() { consumer.close() }
+    func leave() {
+        consumer.close()
+        auditor.close()
+    }
 }
 
 /// `packmeter replay`: every partition of the input topic from `--from` to `--to`, without a
