@@ -240,6 +240,8 @@ public final class KafkaConsumer: @unchecked Sendable {
     }
 
     /// The group's committed offsets for `partitions` (`KafkaOffset.invalid` where none).
+    /// Unlike the rest of this type, callable from any thread: librdkafka answers it on a
+    /// queue of its own.
     public func committed(_ partitions: [TopicPartition], timeoutMs: Int32) throws(KafkaError) -> [TopicPartition: Int64] {
         let list = PartitionList(partitions.map { ($0, KafkaOffset.invalid) })
         let err = rd_kafka_committed(handle, list.pointer, timeoutMs)

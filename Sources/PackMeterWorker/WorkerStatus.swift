@@ -47,7 +47,9 @@ public struct WorkerStatus: Sendable {
     public var checkpointsWritten = 0
     /// Checkpoints begun (engine copies taken).
     public var checkpointsStarted = 0
+    /// The size of the newest checkpoint written, and of all of them.
     public var checkpointBytes = 0
+    public var checkpointBytesTotal: UInt64 = 0
     public var lastCheckpointStallMs = 0.0
     public var maxCheckpointStallMs = 0.0
     public var lastCheckpointPath: String?

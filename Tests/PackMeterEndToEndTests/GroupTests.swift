@@ -157,23 +157,33 @@ struct GroupTests {
     }
 
     /// A worker that leaves with SIGTERM hands its partitions over with a checkpoint, so the
-    /// worker taking them bills nothing twice; its metrics say so.
+    /// worker taking them bills nothing twice; its metrics say so. On noida-db: librdkafka's
+    /// mock answers a commit made while the group syncs with ILLEGAL_GENERATION (a broker
+    /// answers REBALANCE_IN_PROGRESS), which librdkafka 2.0 takes for a lost assignment, so
+    /// on the mock a handover may turn into a takeover that re-bills.
     @Test func sigtermHandover_rebillsNothing() throws {
         let dir = temporaryDirectory("handover")
-        let broker = try TestBrokerKind.mock.start(topics: Self.topics(for: .mock), directory: dir)
+        let broker = try TestBrokerKind.noida.start(topics: Self.topics(for: .noida), directory: dir)
         defer { broker.stop() }
-        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 60_000, seed: 61)
+        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 150_000, seed: 61)
         let expected = try Expected(input: try readTopic(brokers: broker.bootstrap, topic: "ocr.usage"), topic: "ocr.usage")
         let first = try Self.worker("first", broker: broker, dir: dir, extra: slowFetching)
         #expect(first.waitUntilReady(), "\(first.log.suffix(2000))")
         let second = try Self.worker("second", broker: broker, dir: dir, extra: slowFetching)
-        #expect(second.waitUntilReady(), "\(second.log.suffix(2000))")
-        // Half of the partitions moved to the second worker; now the first leaves mid-log.
+        // Settled: both own partitions, restored and committed.
+        let deadline = Date().addingTimeInterval(60)
+        while [first, second].contains(where: { !$0.waitUntilReady(timeout: 1) || ($0.metric("packmeter_assigned_partitions") ?? 0) == 0 })
+            && Date() < deadline {}
+        let owned = first.metric("packmeter_assigned_partitions") ?? 0
+        #expect(owned > 0 && (second.metric("packmeter_assigned_partitions") ?? 0) > 0)
+        let (opened, rebilled) = (second.metric("packmeter_partitions_opened_total") ?? 0, second.metric("packmeter_records_rebilled_total") ?? 0)
+        // The first leaves mid-log.
+        #expect((first.metric("packmeter_lag_records") ?? 0) > 0, "the first worker finished before it could hand over")
         first.signal(SIGTERM)
         #expect(first.wait() == 0, "\(first.log.suffix(2000))")
         #expect(try waitUntilCommitted(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage") { second.process.isRunning })
-        #expect(second.metric("packmeter_partitions_opened_total") ?? 0 >= 8)
-        #expect(second.metric("packmeter_records_rebilled_total") == 0, "\(second.log.suffix(3000))")
+        #expect((second.metric("packmeter_partitions_opened_total") ?? 0) - opened == owned)
+        #expect(second.metric("packmeter_records_rebilled_total") == rebilled, "\(second.log.suffix(3000))")
         second.signal(SIGTERM)
         #expect(second.wait() == 0)
         try Self.verify(broker, expected: expected)

@@ -3,9 +3,10 @@ import Logging
 import PackMeterKafka
 import Synchronization
 
-/// Reads the group's committed offsets back, on a queue of its own with a consumer handle
-/// of its own (in the group, never subscribed): the coordinator can take seconds to answer
-/// during a rebalance, and billing must not wait for it.
+/// Reads the group's committed offsets back on a queue of its own: the coordinator can
+/// take seconds to answer during a rebalance, and billing must not wait for it. It asks
+/// through the worker's own consumer (`KafkaConsumer.committed` may be called from any
+/// thread); a second handle in the group disturbs rebalances on some brokers.
 final class CommitAuditor: Sendable {
     /// What one look found: the partitions whose committed offset is the one expected, and
     /// those whose is not.
@@ -21,11 +22,10 @@ final class CommitAuditor: Sendable {
     private let busy = Atomic<Bool>(false)
     private let found = Mutex<Finding?>(nil)
 
-    init(brokers: String, group: String, topic: String, kafkaProperties: [(String, String)], logger: Logger) throws {
+    init(consumer: KafkaConsumer, topic: String, logger: Logger) {
+        self.consumer = consumer
         self.topic = topic
         self.logger = logger
-        let settings = KafkaConfiguration(kafkaProperties.filter { !$0.0.hasPrefix("group.instance") })
-        consumer = try KafkaConsumer(bootstrapServers: brokers, groupID: group, configuration: settings, logger: logger)
     }
 
     /// Whether a look is under way.
@@ -58,8 +58,8 @@ final class CommitAuditor: Sendable {
         }
     }
 
+    /// Waits for a look under way to end (before the consumer closes).
     func close() {
         queue.sync {}
-        consumer.close()
     }
 }

@@ -56,6 +56,7 @@ enum Metrics {
         out.metric("producer_queue_full_total", "counter", "Batches whose outputs waited for room in the producer's queue.", [("", s.producerQueueFull)])
         out.metric("fetch_wakeups_total", "counter", "Times fetchers parked by a full consumer queue were restarted.", [("", s.fetchWakeups)])
         out.metric("checkpoints_written_total", "counter", "Checkpoints written.", [("", s.checkpointsWritten)])
+        out.metric("checkpoint_bytes_total", "counter", "Bytes of the checkpoints written (whole states, compressed).", [("", s.checkpointBytesTotal)])
         out.metric("checkpoint_stall_seconds", "gauge", "How long the last checkpoint paused billing.", [("", s.lastCheckpointStallMs / 1000)])
         out.metric("checkpoint_stall_max_seconds", "gauge", "The longest checkpoint pause.", [("", s.maxCheckpointStallMs / 1000)])
         out.metric("checkpoint_age_seconds", "gauge",

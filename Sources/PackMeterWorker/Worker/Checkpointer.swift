@@ -51,6 +51,10 @@ final class Checkpointer {
     private var uncommitted: Set<Int32> = []
     /// Commits sent and not yet seen in the group's committed offsets.
     private var unconfirmed: [Int32: Int64] = [:]
+    /// When commits may next be sent. A commit that meets a rebalance can cost the worker
+    /// its partitions (librdkafka 2.0 takes an ILLEGAL_GENERATION answer for a lost
+    /// assignment), so they are sent in bulk, at most once a second.
+    private var nextCommitAt = 0.0
     /// When the committed offsets are next read back and compared.
     private var nextAuditAt: Double
     /// Partitions opened whose offsets are not confirmed committed yet (readiness waits
@@ -112,7 +116,10 @@ final class Checkpointer {
         owner.check()
         writeCheckpointsPastBarriers()
         try takeFinishedWrites()
-        if !uncommitted.isEmpty { commitCheckpointed(wait: false) }
+        if !uncommitted.isEmpty && (now >= nextCommitAt || !opening.isEmpty) {
+            commitCheckpointed(wait: false)
+            nextCommitAt = now + 1
+        }
         takeAudit()
         if now >= nextAuditAt { startAudit(now: now) }
         guard now >= nextSlotAt else { return }
@@ -198,6 +205,7 @@ final class Checkpointer {
             if let error = write.error { throw WorkerError("cannot write a checkpoint of \(options.inputTopic)[\(write.partition)]: \(error)") }
             status.status.checkpointsWritten += 1
             status.status.checkpointBytes = write.bytes
+            status.status.checkpointBytesTotal += UInt64(write.bytes)
             status.status.lastCheckpointPath = write.path
             guard let shard = shards[write.partition] else { continue }
             shard.writeInFlight = false

@@ -48,8 +48,7 @@ final class LiveMode: WorkerMode {
         for (name, value) in configuration.properties { settings.set(name, value) }
         consumer = try KafkaConsumer(bootstrapServers: options.brokers, groupID: options.group, configuration: settings,
                                      logger: logger) { event in try relay.handle(event) }
-        auditor = try CommitAuditor(brokers: options.brokers, group: options.group, topic: options.inputTopic,
-                                    kafkaProperties: configuration.properties, logger: logger)
+        auditor = CommitAuditor(consumer: consumer, topic: options.inputTopic, logger: logger)
     }
 
     /// The group settings for billing (docs/operations.md explains them; `--kafka-config`
@@ -81,8 +80,8 @@ final class LiveMode: WorkerMode {
     func loopEnded(shards: ShardSet) {}
 
     func leave() {
-        consumer.close()
         auditor.close()
+        consumer.close()
     }
 }
 
