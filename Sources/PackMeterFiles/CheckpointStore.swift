@@ -35,11 +35,14 @@ public struct RestoredCheckpoint {
     public var header: CheckpointHeader
     public var engine: PartitionEngine
     public var path: String
+    /// Newer checkpoints passed over because they were damaged.
+    public var damagedSkipped = 0
 
-    public init(header: CheckpointHeader, engine: PartitionEngine, path: String) {
+    public init(header: CheckpointHeader, engine: PartitionEngine, path: String, damagedSkipped: Int = 0) {
         self.header = header
         self.engine = engine
         self.path = path
+        self.damagedSkipped = damagedSkipped
     }
 }
 
@@ -67,7 +70,7 @@ extension CheckpointStore {
                 if !damaged.isEmpty {
                     logger.warning("using an older checkpoint", metadata: ["partition": "\(topic)[\(partition)]", "checkpoint": "\(path)"])
                 }
-                return RestoredCheckpoint(header: header, engine: engine, path: path)
+                return RestoredCheckpoint(header: header, engine: engine, path: path, damagedSkipped: damaged.count)
             } catch {
                 guard error.isDamage else { throw error }
                 logger.warning("\(error); trying the previous checkpoint", metadata: ["partition": "\(topic)[\(partition)]"])

@@ -1,5 +1,6 @@
 import CRdKafka
 import Logging
+import Synchronization
 
 /// librdkafka configuration properties, applied to a fresh `rd_kafka_conf_t`.
 /// See librdkafka's CONFIGURATION.md for the names.
@@ -38,9 +39,17 @@ public struct KafkaConfiguration: Sendable {
 }
 
 /// Where librdkafka's own log lines go: a swift-log logger, set per handle.
-final class LogSink: Sendable {
+public final class LogSink: Sendable {
     let logger: Logger
     init(_ logger: Logger) { self.logger = logger }
+
+    private static let errorCount = Atomic<UInt64>(0)
+
+    /// Errors librdkafka reported in this process (broker connections failing, requests
+    /// timing out, deliveries failing), each logged at error level.
+    public static var errors: UInt64 { errorCount.load(ordering: .relaxed) }
+
+    static func countError() { errorCount.add(1, ordering: .relaxed) }
 
     /// Installs the log callback; the handle's opaque must point to an object whose
     /// `logSink` this is (see `HandleContext`).
@@ -50,7 +59,9 @@ final class LogSink: Sendable {
             let context = Unmanaged<HandleContext>.fromOpaque(opaque).takeUnretainedValue()
             let message = "\(String(cString: facility!)): \(String(cString: text!))"
             switch level {
-            case 0...3: context.logSink.logger.error("\(message)")
+            case 0...3:
+                LogSink.countError()
+                context.logSink.logger.error("\(message)")
             case 4: context.logSink.logger.warning("\(message)")
             case 5, 6: context.logSink.logger.info("\(message)")
             default: context.logSink.logger.debug("\(message)")

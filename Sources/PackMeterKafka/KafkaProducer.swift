@@ -74,6 +74,7 @@ public final class KafkaProducer: @unchecked Sendable {
                 if err == RD_KAFKA_RESP_ERR_NO_ERROR {
                     context.delivered += 1
                 } else if context.failure == nil {
+                    LogSink.countError()
                     context.failure = KafkaError(code: err.rawValue, message: String(cString: rd_kafka_err2str(err)),
                                                  operation: "deliver to \(String(cString: rd_kafka_topic_name(message.pointee.rkt)))")
                 }

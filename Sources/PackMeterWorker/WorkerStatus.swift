@@ -18,6 +18,10 @@ public struct WorkerStatus: Sendable {
     /// Partitions opened (restored and read back) since the process started: on each
     /// assignment, so also every handover from another worker.
     public var partitionsOpened = 0
+    /// Partitions restored from an older checkpoint because the newest was damaged.
+    public var checkpointFallbacks = 0
+    /// Rebalance events: partitions assigned, revoked (handed over), lost (taken away).
+    public var rebalances: (assigned: Int, revoked: Int, lost: Int) = (0, 0, 0)
     public var assignedPartitions: [Int32] = []
     /// The input topic's partition count, once known.
     public var inputPartitions = 0

@@ -1,4 +1,6 @@
+import Foundation
 import PackMeterCore
+import PackMeterKafka
 
 /// packmeter's version, as `--version` and `packmeter_build_info` show it.
 public enum PackMeterVersion {
@@ -42,6 +44,7 @@ enum Metrics {
         out.metric("partition_next_offset", "gauge", "The next offset to bill of each owned partition.",
                    s.positions.sorted { $0.key < $1.key }.map { ("partition=\"\($0.key)\"", $0.value.next) })
         out.metric("assigned_partitions", "gauge", "Input partitions owned by this worker.", [("", s.assignedPartitions.count)])
+        out.metric("input_partitions", "gauge", "Partitions of the input topic (0 until known).", [("", s.inputPartitions)])
         out.metric("accounts", "gauge", "Accounts known to this worker's engines.", [("", s.accounts)])
         out.metric("live_balances", "gauge", "Live (account, pack, month) balances.", [("", s.liveBalances)])
         out.metric("dedupe_remembered_ids", "gauge", "Event ids in the dedupe windows.", [("", s.rememberedIDs)])
@@ -60,8 +63,17 @@ enum Metrics {
         out.metric("checkpoint_stall_seconds", "gauge", "How long the last checkpoint paused billing.", [("", s.lastCheckpointStallMs / 1000)])
         out.metric("checkpoint_stall_max_seconds", "gauge", "The longest checkpoint pause.", [("", s.maxCheckpointStallMs / 1000)])
         out.metric("checkpoint_age_seconds", "gauge",
-                   "Seconds since each owned partition's newest durable checkpoint was taken (since it was opened, if it has none).",
+                   "Seconds since each owned partition's newest durable checkpoint was taken, while records billed since wait for one (0 when it covers every record billed).",
                    s.checkpointTakenMs.sorted { $0.key < $1.key }.map { ("partition=\"\($0.key)\"", Double(max(0, nowMs - $0.value)) / 1000) })
+        out.metric("checkpoint_fallbacks_total", "counter", "Partitions restored from an older checkpoint because the newest was damaged.",
+                   [("", UInt64(s.checkpointFallbacks))])
+        out.metric("rebalances_total", "counter", "Rebalance events: partitions assigned, revoked (handed over) or lost (taken away without a handover).", [
+            ("event=\"assigned\"", UInt64(s.rebalances.assigned)), ("event=\"revoked\"", UInt64(s.rebalances.revoked)),
+            ("event=\"lost\"", UInt64(s.rebalances.lost)),
+        ])
+        out.metric("kafka_errors_total", "counter", "Errors librdkafka reported: broker connections failing, requests timing out, deliveries failing.",
+                   [("", LogSink.errors)])
+        out.metric("resident_memory_bytes", "gauge", "The process's resident memory.", [("", ProcessMemory.residentBytes())])
         out.metric("brokers_reachable", "gauge", "1 when the brokers answered the last look (every few seconds).", [("", s.brokersReachable ? 1 : 0)])
         out.metric("ready", "gauge", "1 when /readyz answers 200.", [("", s.isReady ? 1 : 0)])
         out.metric("start_time_seconds", "gauge", "When this process started, epoch seconds.", [("", Double(s.startedAtMs) / 1000)])
@@ -79,5 +91,16 @@ private struct Exposition {
         for (labels, value) in samples {
             text += labels.isEmpty ? "packmeter_\(name) \(value)\n" : "packmeter_\(name){\(labels)} \(value)\n"
         }
+    }
+}
+
+/// The process's memory as the kernel counts it.
+enum ProcessMemory {
+    /// Resident set size, from `/proc/self/statm` (0 where there is none).
+    static func residentBytes() -> UInt64 {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = UInt64(fields[1]) else { return 0 }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
     }
 }

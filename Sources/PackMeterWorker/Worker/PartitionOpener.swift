@@ -56,6 +56,7 @@ struct PartitionOpener {
                           generation: shards.nextGeneration())
         shard.checkpointTakenMs = wallClockMs()
         if let restored {
+            if restored.damagedSkipped > 0 { status.status.checkpointFallbacks += 1 }
             shard.checkpointedOffset = restored.header.nextOffset
             shard.checkpointTakenMs = restored.header.createdMs
             shard.baseCounters = restored.header.counters

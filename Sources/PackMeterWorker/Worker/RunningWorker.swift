@@ -143,17 +143,20 @@ final class RunningWorker {
         case let .assigned(tps):
             let mine = tps.filter { $0.topic == options.inputTopic }.map(\.partition)
             logger.info("assigned \(options.inputTopic) partitions \(mine.sorted())")
+            status.status.rebalances.assigned += 1
             try open(mine)
             return Dictionary(uniqueKeysWithValues: mine.map { (TopicPartition(options.inputTopic, $0), shards[$0]!.nextOffset) })
         case let .revoked(tps):
             let mine = tps.map(\.partition).filter { shards[$0] != nil }
             logger.info("revoked \(options.inputTopic) partitions \(mine.sorted()): checkpointing them")
+            status.status.rebalances.revoked += 1
             try checkpointer.checkpointNow(only: Set(mine))
             for p in mine { shards.retire(p) }
             return [:]
         case let .lost(tps):
             let mine = tps.map(\.partition).filter { shards[$0] != nil }
             logger.warning("lost \(options.inputTopic) partitions \(mine.sorted()) without a rebalance; their work since the last checkpoint is dropped")
+            status.status.rebalances.lost += 1
             for p in mine { shards.drop(p) }
             return [:]
         }

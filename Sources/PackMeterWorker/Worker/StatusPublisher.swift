@@ -63,7 +63,9 @@ final class StatusPublisher {
             remembered += engine.rememberedIDs
             let end = consumer?.cachedHighWatermark(TopicPartition(inputTopic, shard.partition))
             status.positions[shard.partition] = (shard.nextOffset, end.map { max($0, shard.nextOffset) } ?? shard.stopOffset)
-            status.checkpointTakenMs[shard.partition] = shard.checkpointTakenMs
+            // A checkpoint that covers everything billed is as good as new.
+            let upToDate = shard.nextOffset <= max(0, shard.checkpointedOffset)
+            status.checkpointTakenMs[shard.partition] = upToDate ? wallClockMs() : shard.checkpointTakenMs
         }
         let totals = shards.totals
         status.counters = totals.counters
