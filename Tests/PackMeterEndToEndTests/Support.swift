@@ -19,6 +19,15 @@ let packmeterBinary: String = {
     fatalError("packmeter executable not found near \(CommandLine.arguments[0]); run `swift build --build-tests` first")
 }()
 
+/// The checkout the tests run from: the directory above the build holding `Package.swift`.
+let repositoryRoot: String = {
+    var directory = URL(fileURLWithPath: packmeterBinary).deletingLastPathComponent()
+    while directory.path != "/" && !FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
+        directory = directory.deletingLastPathComponent()
+    }
+    return directory.path
+}()
+
 let testLogger: Logger = {
     var logger = Logger(label: "e2e")
     logger.logLevel = .error
@@ -160,11 +169,7 @@ final class NoidaBroker: TestBroker, @unchecked Sendable {
     /// The server binary: `PACKMETER_NOIDA_DB`, or where `ops/install-test-broker` puts it.
     static var binary: String? {
         if let path = ProcessInfo.processInfo.environment["PACKMETER_NOIDA_DB"], !path.isEmpty { return path }
-        var directory = URL(fileURLWithPath: packmeterBinary).deletingLastPathComponent()
-        while directory.path != "/" && !FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
-            directory = directory.deletingLastPathComponent()
-        }
-        let lib = directory.appendingPathComponent(".build/noida-db/lib").path
+        let lib = "\(repositoryRoot)/.build/noida-db/lib"
         let python = ((try? FileManager.default.contentsOfDirectory(atPath: lib)) ?? []).first { $0.hasPrefix("python3") }
         let path = python.map { "\(lib)/\($0)/site-packages/noida_db/noida-db" }
         return path.flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
