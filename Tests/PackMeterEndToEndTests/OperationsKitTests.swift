@@ -50,6 +50,22 @@ struct OperationsKitTests {
         }
     }
 
+    /// Every alert links a section of the runbook that exists.
+    @Test func everyAlert_hasItsRunbookSection() throws {
+        let alerts = try Self.read("ops/prometheus/alerts.yml")
+        let runbook = try Self.read("docs/operations.md")
+        let headings = Set(runbook.split(separator: "\n").filter { $0.hasPrefix("#") }
+            .map { $0.drop { $0 == "#" }.trimmingCharacters(in: .whitespaces).lowercased().replacingOccurrences(of: " ", with: "-") })
+        let names = try Self.names("alert: [A-Za-z]+", in: alerts)
+        #expect(names.count >= 10)
+        for link in try Self.names("docs/operations.md#[a-z-]+", in: alerts) {
+            let anchor = String(link.split(separator: "#")[1])
+            #expect(headings.contains(anchor), "alerts.yml links docs/operations.md#\(anchor), which has no such section")
+        }
+        #expect(try Self.names("runbook: ", in: alerts).count == 1 && alerts.components(separatedBy: "runbook: ").count - 1 == names.count,
+                "every alert has a runbook link")
+    }
+
     @Test func settingsInTheKit_areFlagsOfRun() throws {
         let help = try ChildProcess("help", arguments: ["help", "run"], logDirectory: temporaryDirectory("kit-help"))
         let pipe = Pipe()
