@@ -23,6 +23,9 @@ public protocol CheckpointStore: AnyObject, Sendable {
     /// before it used; if some exist but none can be used, that is an error (state is never
     /// silently taken as empty).
     func restore(topic: String, partition: Int32, configuration: EngineConfiguration) throws(CheckpointError) -> RestoredCheckpoint?
+    /// Called before `partitions` are restored (possibly on several threads at once), so
+    /// that a store can read for all of them in one pass.
+    func prepareRestore(topic: String, partitions: [Int32])
     /// The input partitions that have checkpoints.
     func partitions(topic: String) throws(CheckpointError) -> [Int32]
     /// The header of the partition's newest checkpoint that is not damaged (as `restore`
@@ -53,6 +56,8 @@ public enum CheckpointWriter: String, Sendable {
 }
 
 extension CheckpointStore {
+    public func prepareRestore(topic: String, partitions: [Int32]) {}
+
     /// Tries `candidates` newest first: the first one that reads, restored; damaged ones are
     /// passed over with a warning; nil when there are none.
     public static func restoreNewest<Candidate>(_ candidates: [Candidate], topic: String, partition: Int32, logger: Logger,

@@ -37,6 +37,8 @@ public final class TopicCheckpointStore: CheckpointStore {
     private let kafkaProperties: [(String, String)]
     /// The reader used by restores (one at a time), made when first needed.
     private let reader = Mutex<KafkaConsumer?>(nil)
+    /// Tails read ahead by `prepareRestore`, taken by `restore`.
+    private let prefetched = Mutex<[Int32: Tail]>([:])
     /// Per partition, the checkpoints known to be in the topic (newest last) and the chunk
     /// keys of torn writes, which the next write of that partition tombstones.
     private let known = Mutex<[Int32: Known]>([:])
@@ -272,72 +274,107 @@ public final class TopicCheckpointStore: CheckpointStore {
         }
     }
 
-    /// Reads the records of `partition` from `start` to `end` (exclusive), passing each to
-    /// `visit` (offset, key, value; a nil value is a tombstone).
-    private func read(_ consumer: KafkaConsumer, partition: Int32, from start: Int64, to end: Int64,
-                      visit: (Int64, String, UnsafeRawBufferPointer?) -> Void) throws {
-        guard start < end else { return }
-        let tp = TopicPartition(topic, partition)
-        try consumer.assign([(tp, start)])
+    /// Reads the records of each partition in `ranges` (all of them at once), passing each
+    /// to `visit` (partition, offset, key, value; a nil value is a tombstone).
+    private func read(_ consumer: KafkaConsumer, _ ranges: [Int32: Range<Int64>],
+                      visit: (Int32, Int64, String, UnsafeRawBufferPointer?) -> Void) throws {
+        var remaining = Set(ranges.filter { !$0.value.isEmpty }.keys)
+        guard !remaining.isEmpty else { return }
+        try consumer.assign(remaining.map { (TopicPartition(topic, $0), ranges[$0]!.lowerBound) })
         defer { try? consumer.assign([]) }
-        let batch = MessageBatch(capacity: 256)
+        let batch = MessageBatch(capacity: 1024)
         defer { batch.release() }
         let deadline = monotonicSeconds() + 60
-        while true {
+        while !remaining.isEmpty {
             guard monotonicSeconds() < deadline else {
-                throw WorkerError("reading \(topic)[\(partition)] from \(start) to \(end) took more than 60 s")
+                throw WorkerError("reading the tails of \(topic) partitions \(remaining.sorted()) took more than 60 s")
             }
             let n = try consumer.poll(into: batch, timeoutMs: 200)
             for i in 0..<n {
                 let message = batch[i]
+                let p = message.partition
+                guard remaining.contains(p), let end = ranges[p]?.upperBound else { continue }
                 if let error = message.error {
                     // The end of the partition (compaction leaves gaps below it).
-                    if error.code == KafkaError.partitionEOF { return }
+                    if error.code == KafkaError.partitionEOF {
+                        remaining.remove(p)
+                        continue
+                    }
                     throw error
                 }
-                guard message.offset < end else { return }
+                guard message.offset < end else {
+                    remaining.remove(p)
+                    continue
+                }
                 let key = message.key.map { String(decoding: $0, as: UTF8.self) } ?? ""
-                visit(message.offset, key, message.value.baseAddress == nil ? nil : message.value)
-                if message.offset + 1 >= end { return }
+                visit(p, message.offset, key, message.value.baseAddress == nil ? nil : message.value)
+                if message.offset + 1 >= end { remaining.remove(p) }
             }
         }
     }
 
-    /// Reads the tail of `partition`, widening the window until it holds a head (or is the
-    /// whole partition).
-    func readTail(partition p: Int32) throws -> Tail {
+    /// Reads the tails of `partitions` together, widening a partition's window until it
+    /// holds a head (or is the whole partition).
+    func readTails(_ partitions: [Int32]) throws -> [Int32: Tail] {
         try withReader { consumer in
-            let (low, high) = try consumer.watermarks(TopicPartition(topic, p), timeoutMs: 10_000)
-            var window: Int64 = 64
-            while true {
-                let start = max(low, high - window)
-                var tail = Tail(low: low)
-                var headAt: [String: Int64] = [:]
-                var chunkKeys: [(Int64, String)] = []
-                try read(consumer, partition: p, from: start, to: high) { offset, key, value in
+            var marks: [Int32: (low: Int64, high: Int64)] = [:]
+            for p in partitions { marks[p] = try consumer.watermarks(TopicPartition(topic, p), timeoutMs: 10_000) }
+            var window = Dictionary(uniqueKeysWithValues: partitions.map { ($0, Int64(64)) })
+            var found: [Int32: Tail] = [:]
+            var pending = Set(partitions)
+            while !pending.isEmpty {
+                var ranges: [Int32: Range<Int64>] = [:]
+                var tails: [Int32: Tail] = [:]
+                var chunkKeys: [Int32: [(Int64, String)]] = [:]
+                for p in pending {
+                    let (low, high) = marks[p]!
+                    ranges[p] = max(low, high - window[p]!)..<high
+                    tails[p] = Tail(low: low)
+                }
+                try read(consumer, ranges) { p, offset, key, value in
                     if key.hasPrefix("head/") {
-                        if let value, var head = Head(json: value, offset: offset) {
-                            head.offset = offset
-                            tail.heads.removeAll { $0.nextOffset == head.nextOffset }
-                            tail.heads.append(head)
+                        if let value, let head = Head(json: value, offset: offset) {
+                            tails[p]!.heads.removeAll { $0.nextOffset == head.nextOffset }
+                            tails[p]!.heads.append(head)
                         } else if value == nil {
-                            tail.heads.removeAll { Self.headKey($0.nextOffset) == key }
+                            tails[p]!.heads.removeAll { Self.headKey($0.nextOffset) == key }
                         }
-                        headAt[key] = offset
                     } else if key.hasPrefix("chunk/"), let value {
-                        tail.chunks[offset] = Array(value)
-                        chunkKeys.append((offset, key))
+                        tails[p]!.chunks[offset] = Array(value)
+                        chunkKeys[p, default: []].append((offset, key))
                     }
                 }
-                if !tail.heads.isEmpty || start == low {
+                for p in pending {
+                    var tail = tails[p]!
+                    guard !tail.heads.isEmpty || ranges[p]!.lowerBound == tail.low else {
+                        window[p]! *= 8
+                        continue
+                    }
                     // Chunks written after the newest head that no head names: a torn write.
                     let named = Set(tail.heads.flatMap(\.chunks))
                     let newest = tail.heads.map(\.offset).max() ?? -1
-                    tail.orphanKeys = Set(chunkKeys.filter { $0.0 > newest && !named.contains($0.0) }.map(\.1))
-                    return tail
+                    tail.orphanKeys = Set((chunkKeys[p] ?? []).filter { $0.0 > newest && !named.contains($0.0) }.map(\.1))
+                    found[p] = tail
+                    pending.remove(p)
                 }
-                window *= 8
             }
+            return found
+        }
+    }
+
+    /// The tail of one partition.
+    func readTail(partition p: Int32) throws -> Tail {
+        try readTails([p])[p]!
+    }
+
+    /// Reads the tails of the partitions about to be restored in one pass; `restore` then
+    /// takes each from here.
+    public func prepareRestore(topic inputTopic: String, partitions: [Int32]) {
+        do {
+            let tails = try readTails(partitions)
+            prefetched.withLock { $0.merge(tails) { $1 } }
+        } catch {
+            logger.warning("could not read the checkpoint topic's tails at once (reading them one by one): \(error)")
         }
     }
 
@@ -349,7 +386,7 @@ public final class TopicCheckpointStore: CheckpointStore {
         if let first = missing.min(), let last = missing.max() {
             let wanted = Set(missing)
             try withReader { consumer in
-                try read(consumer, partition: p, from: first, to: last + 1) { offset, key, value in
+                try read(consumer, [p: first..<last + 1]) { _, offset, _, value in
                     if wanted.contains(offset), let value { chunks[offset] = Array(value) }
                 }
             }
@@ -362,7 +399,7 @@ public final class TopicCheckpointStore: CheckpointStore {
     public func restore(topic inputTopic: String, partition: Int32, configuration: EngineConfiguration) throws(CheckpointError) -> RestoredCheckpoint? {
         let tail: Tail
         do {
-            tail = try readTail(partition: partition)
+            tail = try prefetched.withLock { $0.removeValue(forKey: partition) } ?? readTail(partition: partition)
         } catch {
             throw CheckpointError(path: "\(topic)[\(partition)]", problem: .io("cannot read the checkpoint topic: \(error)"))
         }

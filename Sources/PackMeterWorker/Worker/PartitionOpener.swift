@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 import PackMeterCore
 import PackMeterKafka
@@ -25,11 +26,7 @@ struct PartitionOpener {
         // Our own outputs still in flight (of partitions we lost or gave up) must be in the
         // log before it is read back, or they would be missed and written again.
         try producer.flush(timeoutMs: 60_000)
-        var opened: [(Shard, CheckpointHeader?)] = []
-        for p in partitions {
-            opened.append(try restore(p))
-            status.publish()
-        }
+        let opened = try restore(partitions)
         let found = try readBack(opened)
         for (shard, header) in opened {
             // What the checkpoint knew to be written past its end offsets, and what was
@@ -47,25 +44,41 @@ struct PartitionOpener {
         status.status.phase = .running
     }
 
-    /// A shard for partition `p`, restored from its newest usable checkpoint or empty.
-    private func restore(_ p: Int32) throws -> (Shard, CheckpointHeader?) {
+    /// Shards for `partitions`, each restored from its newest usable checkpoint or empty.
+    /// The checkpoints are read and decoded on every core at once.
+    private func restore(_ partitions: [Int32]) throws -> [(Shard, CheckpointHeader?)] {
         let started = monotonicSeconds()
-        let restored = try store.restore(topic: options.inputTopic, partition: p, configuration: options.engine)
-        let processor = options.engine.makeProcessor(topic: options.inputTopic, partition: p, engine: restored?.engine)
-        let shard = Shard(partition: p, processor: processor, nextOffset: restored?.header.nextOffset ?? 0,
-                          generation: shards.nextGeneration())
-        shard.checkpointTakenMs = wallClockMs()
-        if let restored {
-            if restored.damagedSkipped > 0 { status.status.checkpointFallbacks += 1 }
-            shard.checkpointedOffset = restored.header.nextOffset
-            shard.checkpointTakenMs = restored.header.createdMs
-            shard.baseCounters = restored.header.counters
-            logger.info("restored \(options.inputTopic)[\(p)] from \(restored.path): offset \(restored.header.nextOffset), \(processor.engine.accountCount) accounts, \(Summary.format2(monotonicSeconds() - started)) s")
-        } else {
-            logger.info("no checkpoint for \(options.inputTopic)[\(p)]: starting from the beginning of the partition")
+        store.prepareRestore(topic: options.inputTopic, partitions: partitions)
+        let results = RestoreResults(count: partitions.count)
+        let (store, options) = (self.store, self.options)
+        DispatchQueue.concurrentPerform(iterations: partitions.count) { i in
+            results.slots[i] = Result { () throws(CheckpointError) in
+                try store.restore(topic: options.inputTopic, partition: partitions[i], configuration: options.engine)
+            }
         }
-        status.status.restoreSeconds += monotonicSeconds() - started
-        return (shard, restored?.header)
+        let seconds = monotonicSeconds() - started
+        status.status.restoreSeconds += seconds
+        var opened: [(Shard, CheckpointHeader?)] = []
+        for (i, p) in partitions.enumerated() {
+            let restored = try results.slots[i]!.get()
+            let processor = options.engine.makeProcessor(topic: options.inputTopic, partition: p, engine: restored?.engine)
+            let shard = Shard(partition: p, processor: processor, nextOffset: restored?.header.nextOffset ?? 0,
+                              generation: shards.nextGeneration())
+            shard.checkpointTakenMs = wallClockMs()
+            if let restored {
+                if restored.damagedSkipped > 0 { status.status.checkpointFallbacks += 1 }
+                shard.checkpointedOffset = restored.header.nextOffset
+                shard.checkpointTakenMs = restored.header.createdMs
+                shard.baseCounters = restored.header.counters
+                logger.info("restored \(options.inputTopic)[\(p)] from \(restored.path): offset \(restored.header.nextOffset), \(processor.engine.accountCount) accounts")
+            } else {
+                logger.info("no checkpoint for \(options.inputTopic)[\(p)]: starting from the beginning of the partition")
+            }
+            opened.append((shard, restored?.header))
+        }
+        logger.info("restored \(partitions.count) partitions in \(Summary.format2(seconds)) s")
+        status.publish()
+        return opened
     }
 
     /// The outputs already written for records at or past each shard's resume offset.
@@ -95,5 +108,22 @@ struct PartitionOpener {
     /// `ocr.overage 0:120 1:98; ocr.usage.dlq 0:7`, topics and partitions in order.
     private static func describe(_ offsets: [String: [Int32: Int64]]) -> String {
         offsets.sorted { $0.key < $1.key }.map { "\($0.key) \(describe($0.value))" }.joined(separator: "; ")
+    }
+}
+
+/// The outcomes of restoring partitions on several threads, one slot per partition.
+// Sound as `@unchecked Sendable`: the slots are fixed memory, each thread writes only its
+// own, and they are read after `concurrentPerform` has returned.
+private final class RestoreResults: @unchecked Sendable {
+    let slots: UnsafeMutableBufferPointer<Result<RestoredCheckpoint?, CheckpointError>?>
+
+    init(count: Int) {
+        slots = .allocate(capacity: count)
+        slots.initialize(repeating: nil)
+    }
+
+    deinit {
+        slots.deinitialize()
+        slots.deallocate()
     }
 }
