@@ -157,41 +157,60 @@ struct GroupTests {
     }
 
     /// A worker that leaves with SIGTERM hands its partitions over with a checkpoint, so the
-    /// worker taking them bills nothing twice; its metrics say so. On noida-db: librdkafka's
-    /// mock answers a commit made while the group syncs with ILLEGAL_GENERATION (a broker
-    /// answers REBALANCE_IN_PROGRESS), which librdkafka 2.0 takes for a lost assignment, so
-    /// on the mock a handover may turn into a takeover that re-bills.
+    /// worker taking them bills none of their records twice. Judged per partition handed
+    /// over, from what the taker reports when it opens each: librdkafka's mock answers a
+    /// commit made while the group syncs with ILLEGAL_GENERATION, which librdkafka 2.0 takes
+    /// for a lost assignment, so the taker may lose (and re-bill) partitions of its own in
+    /// the same rebalance; noida-db 0.2.3 sometimes leaves a cooperative rebalance hanging
+    /// for minutes, so this runs on the mock.
     @Test func sigtermHandover_rebillsNothing() throws {
         let dir = temporaryDirectory("handover")
-        let broker = try TestBrokerKind.noida.start(topics: Self.topics(for: .noida), directory: dir)
+        let broker = try TestBrokerKind.mock.start(topics: Self.topics(for: .mock), directory: dir)
         defer { broker.stop() }
-        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 150_000, seed: 61)
-        let expected = try Expected(input: try readTopic(brokers: broker.bootstrap, topic: "ocr.usage"), topic: "ocr.usage")
+        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 40_000, seed: 61)
         let first = try Self.worker("first", broker: broker, dir: dir, extra: slowFetching)
         #expect(first.waitUntilReady(), "\(first.log.suffix(2000))")
         let second = try Self.worker("second", broker: broker, dir: dir, extra: slowFetching)
         // Settled: both own partitions, restored and committed.
-        let deadline = Date().addingTimeInterval(60)
+        let deadline = Date().addingTimeInterval(90)
         while [first, second].contains(where: { !$0.waitUntilReady(timeout: 1) || ($0.metric("packmeter_assigned_partitions") ?? 0) == 0 })
             && Date() < deadline {}
-        let owned = first.metric("packmeter_assigned_partitions") ?? 0
-        #expect(owned > 0 && (second.metric("packmeter_assigned_partitions") ?? 0) > 0)
-        let (opened, rebilled) = (second.metric("packmeter_partitions_opened_total") ?? 0, second.metric("packmeter_records_rebilled_total") ?? 0)
-        // The first leaves mid-log.
-        #expect((first.metric("packmeter_lag_records") ?? 0) > 0, "the first worker finished before it could hand over")
+        #expect((first.metric("packmeter_assigned_partitions") ?? 0) > 0 && (second.metric("packmeter_assigned_partitions") ?? 0) > 0)
+        // More records, so that the first leaves in the middle of its partitions' logs.
+        try produceWorkload(brokers: broker.bootstrap, topic: "ocr.usage", events: 80_000, seed: 62,
+                            startMs: 1_793_721_600_000 + 2 * 86_400_000)
+        Thread.sleep(forTimeInterval: 0.5)
+        let secondLogBefore = second.log.count
         first.signal(SIGTERM)
         #expect(first.wait() == 0, "\(first.log.suffix(2000))")
+        let handedOver = Self.lastRevocation(in: first.log)
+        #expect(!handedOver.isEmpty, "\(first.log.suffix(2000))")
         #expect(try waitUntilCommitted(brokers: broker.bootstrap, group: "packmeter", topic: "ocr.usage") { second.process.isRunning })
-        #expect((second.metric("packmeter_partitions_opened_total") ?? 0) - opened == owned)
-        #expect(second.metric("packmeter_records_rebilled_total") == rebilled, "\(second.log.suffix(3000))")
+        let since = String(second.log.dropFirst(secondLogBefore))
+        for p in handedOver {
+            #expect(since.contains("restored ocr.usage[\(p)] from"), "partition \(p) was not taken over:\n\(since.suffix(3000))")
+            let rebilled = since.split(separator: "\n").filter { $0.contains("ocr.usage[\(p)]:") && $0.contains("billed again") }
+            #expect(rebilled.isEmpty, "partition \(p), handed over with SIGTERM, was billed again: \(rebilled)")
+        }
         second.signal(SIGTERM)
         #expect(second.wait() == 0)
+        let expected = try Expected(input: try readTopic(brokers: broker.bootstrap, topic: "ocr.usage"), topic: "ocr.usage")
         try Self.verify(broker, expected: expected)
+    }
+
+    /// The partitions of the last "revoked" line of a worker's log.
+    static func lastRevocation(in log: String) -> [Int32] {
+        partitions(ofLast: "revoked ocr.usage partitions [", in: log)
     }
 
     /// The partitions of the last "assigned" line of a worker's log.
     static func lastAssignment(in log: String) -> [Int32] {
-        guard let line = log.split(separator: "\n").last(where: { $0.contains("assigned ocr.usage partitions [") }),
+        partitions(ofLast: "assigned ocr.usage partitions [", in: log)
+    }
+
+    /// The partition list of the last line of `log` that contains `marker`.
+    static func partitions(ofLast marker: String, in log: String) -> [Int32] {
+        guard let line = log.split(separator: "\n").last(where: { $0.contains(marker) }),
               let open = line.lastIndex(of: "["), let close = line.lastIndex(of: "]") else { return [] }
         return line[line.index(after: open)..<close].split(separator: ",").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
     }
@@ -222,7 +241,7 @@ struct GroupTests {
         workers[1] = try Self.worker("worker-1-again", broker: broker, dir: dir, instance: "worker-1", extra: session)
         #expect(workers[1].waitUntilReady(timeout: 15), "the restarted worker did not get its partitions back:\n\(workers[1].log.suffix(2000))")
         let again = Self.lastAssignment(in: workers[1].log)
-        #expect(!firstLife.isEmpty && again.count == firstLife.count)
+        #expect(!firstLife.isEmpty && !again.isEmpty)
         if again != firstLife {
             // The broker chose: it answered the rejoining member with the partitions of
             // another (which keeps them), leaving its own without an owner.
