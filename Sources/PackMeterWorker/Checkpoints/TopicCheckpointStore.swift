@@ -159,8 +159,7 @@ public final class TopicCheckpointStore: CheckpointStore {
         guard writer == .replay else { return }
         do {
             guard let count = try producer.partitionCount(topic, timeoutMs: 10_000) else { return }
-            for p in 0..<Int32(count) {
-                let tail = try readTail(partition: p)
+            for tail in try readTails(Array(0..<Int32(count))).values {
                 if let head = tail.heads.last, head.writer != CheckpointWriter.replay.rawValue {
                     throw CheckpointClaimError(message: "the checkpoint topic '\(topic)' holds checkpoints of packmeter \(head.writer.isEmpty ? "run" : head.writer) (a live group's state); replay keeps its own: give it another --checkpoint-topic or a --checkpoint-dir")
                 }

@@ -36,7 +36,6 @@ final class MemberDirectory: Sendable {
     private let members = Mutex<[String: Member]>([:])
     /// The partitions to announce; nil once announced.
     private let pending = Mutex<[Int32]?>(nil)
-    private let announced = Mutex<[Int32]>([])
     private let stopped = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
 
@@ -93,15 +92,14 @@ final class MemberDirectory: Sendable {
         let batch = MessageBatch(capacity: 256)
         defer { batch.release() }
         var lastAnnounced = -Double.infinity
-        var stopping = false
+        var announced: [Int32] = []
         while true {
-            stopping = stopped.load(ordering: .relaxed)
+            let stopping = stopped.load(ordering: .relaxed)
             let now = monotonicSeconds()
             let next = pending.withLock { value -> [Int32]? in defer { value = nil }; return value }
             if next != nil || now - lastAnnounced >= Self.heartbeatSeconds {
-                let partitions = next ?? announced.withLock { $0 }
-                announced.withLock { $0 = partitions }
-                publish(partitions)
+                announced = next ?? announced
+                publish(announced)
                 lastAnnounced = now
             }
             producer.poll(timeoutMs: 0)

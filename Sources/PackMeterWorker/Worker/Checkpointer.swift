@@ -49,8 +49,8 @@ final class Checkpointer {
     /// among them: a worker may have died between writing a checkpoint and committing it,
     /// or the newest checkpoint may have been found damaged.
     private var uncommitted: Set<Int32> = []
-    /// Commits sent and not yet seen in the group's committed offsets.
-    private var unconfirmed: [Int32: Int64] = [:]
+    /// Partitions whose commit was sent and not yet seen in the group's committed offsets.
+    private var unconfirmed: Set<Int32> = []
     /// When commits may next be sent. A commit that meets a rebalance can cost the worker
     /// its partitions (librdkafka 2.0 takes an ILLEGAL_GENERATION answer for a lost
     /// assignment), so they are sent in bulk, at most once a second.
@@ -232,7 +232,7 @@ final class Checkpointer {
         do {
             try group.commit(commits, wait)
             uncommitted.removeAll()
-            for (tp, offset) in commits { unconfirmed[tp.partition] = offset }
+            unconfirmed.formUnion(commits.map(\.0.partition))
             if wait { opening.subtract(commits.map(\.0.partition)) }
             nextAuditAt = min(nextAuditAt, monotonicSeconds() + 0.5)
         } catch {
@@ -249,6 +249,8 @@ final class Checkpointer {
             expected[shard.partition] = max(0, shard.checkpointedOffset)
         }
         group.auditor.check(expected)
+        // Partitions given up meanwhile are no longer this worker's to confirm.
+        unconfirmed.formIntersection(expected.keys)
         let quickly = !unconfirmed.isEmpty || !opening.isEmpty
         nextAuditAt = now + (quickly ? 0.5 : Double(options.checkpointIntervalMs) / 1000)
     }
@@ -259,7 +261,7 @@ final class Checkpointer {
     private func takeAudit() {
         guard let finding = group?.auditor.take() else { return }
         for (p, offset) in finding.matching where shards[p].map({ max(0, $0.checkpointedOffset) }) == offset {
-            unconfirmed.removeValue(forKey: p)
+            unconfirmed.remove(p)
             opening.remove(p)
         }
         for p in finding.differing where shards[p] != nil { uncommitted.insert(p) }
